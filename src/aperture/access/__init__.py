@@ -1,0 +1,1 @@
+"""S1-S2, S6: members, organisations, people, roles, clearance, API keys, authorization."""

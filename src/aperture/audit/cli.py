@@ -1,0 +1,220 @@
+"""`aperture audit ...`: read the transparency log, sign tree heads, print and check proofs."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from aperture.audit.domain import (
+    SignedTreeHead,
+    VerificationReport,
+    check_bundle,
+    event_json,
+    tree_head_json,
+)
+from aperture.bootstrap import require_initialised
+from aperture.cli_support import command_errors, out_console, print_json, state
+from aperture.core.errors import IntegrityFailure, InvalidInput, TooLarge
+
+app = typer.Typer(
+    help="The transparency log: events, signed tree heads, inclusion and consistency proofs.",
+    no_args_is_help=True,
+)
+
+MAX_BUNDLE_BYTES = 4 * 1024 * 1024  # a proof at 2**64 leaves is ~4 KB; anything near this is not ours
+MAX_KEY_BYTES = 16 * 1024
+JSON_OPTION = typer.Option(False, "--json", help="Print JSON.")
+
+
+def _read_bounded(path: Path, limit: int, what: str) -> bytes:
+    if not path.is_file():
+        raise InvalidInput(f"no {what} file at {path}", hint="give the path of an existing file")
+    with path.open("rb") as handle:
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise TooLarge(f"the {what} file {path} is larger than {limit} bytes", hint=f"is {path} really a {what}?")
+    return data
+
+
+def _print_head(head: SignedTreeHead) -> None:
+    out_console.print(f"tree size {head.tree_size}", highlight=False)
+    out_console.print(f"root      {head.root_hash.hex()}", highlight=False, soft_wrap=True)
+    out_console.print(f"issued    {head.issued_at} by key {head.key_id}", highlight=False)
+    out_console.print("signed checkpoint:", highlight=False)
+    out_console.print(head.signed_note, end="", highlight=False, markup=False, soft_wrap=True)
+
+
+@app.command("list")
+@command_errors
+def list_events(
+    ctx: typer.Context,
+    limit: int = typer.Option(20, min=1, max=500, help="How many events (newest first)."),
+    before: int | None = typer.Option(None, min=0, help="Only events with a leaf index below this (paging)."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """List the newest events of the log."""
+    services = state(ctx).services
+    require_initialised(services)
+    events = services.audit.list_events(limit=limit, before=before)
+    if as_json:
+        print_json({"tree_size": services.audit.tree_size(), "events": [event_json(e) for e in events]})
+        return
+    table = Table("leaf", "time (UTC)", "actor", "action", "resource", "details")
+    for event in events:
+        details = json.dumps(event.details, ensure_ascii=False, sort_keys=True)
+        table.add_row(
+            str(event.leaf_index),
+            event.occurred_at,
+            event.actor,
+            event.action,
+            event.resource,
+            details if len(details) <= 60 else details[:57] + "...",
+        )
+    out_console.print(table)
+
+
+@app.command("show")
+@command_errors
+def show(
+    ctx: typer.Context,
+    leaf_index: int = typer.Argument(..., min=0, help="The event's leaf index."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Show one event with its leaf hash."""
+    services = state(ctx).services
+    require_initialised(services)
+    body = event_json(services.audit.get_event(leaf_index))
+    if as_json:
+        print_json(body)
+        return
+    for key in ("leaf_index", "event_id", "occurred_at", "actor", "action", "resource", "leaf_hash"):
+        out_console.print(f"{key:12} {body[key]}", highlight=False, markup=False)
+    out_console.print(f"{'details':12} {json.dumps(body['details'], ensure_ascii=False, sort_keys=True)}", markup=False)
+
+
+@app.command("head")
+@command_errors
+def head(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
+    """Sign a tree head for the log at its current size (the latest is reused if nothing changed)."""
+    services = state(ctx).services
+    require_initialised(services)
+    signed = services.audit.issue_tree_head()
+    if as_json:
+        print_json(tree_head_json(signed))
+        return
+    _print_head(signed)
+
+
+def _print_report(report: VerificationReport, elapsed_s: float) -> None:
+    out_console.print(
+        f"read {report.tree_size} events in {elapsed_s:.2f} s; root {report.root_hash.hex()}; "
+        f"{report.heads_checked} signed tree heads and {report.nodes_checked} stored subtree hashes checked",
+        highlight=False,
+    )
+    for problem in report.problems:
+        out_console.print(f"[red]{problem.kind.value}[/] at {problem.where}: {problem.message}", highlight=False)
+    if report.problems_not_listed:
+        out_console.print(f"... and {report.problems_not_listed} more problems", highlight=False)
+    if report.ok:
+        out_console.print("[green]OK[/]: every row, signed tree head and stored subtree hash matches")
+
+
+@app.command("verify")
+@command_errors
+def verify(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
+    """Recompute the whole tree from the rows; check every signed tree head. Exit 7 if tampered."""
+    services = state(ctx).services
+    require_initialised(services)
+    started = time.perf_counter()
+    report = services.audit.verify()
+    elapsed = time.perf_counter() - started
+    if as_json:
+        print_json({**report.to_json(), "elapsed_s": round(elapsed, 3)})
+    else:
+        _print_report(report, elapsed)
+    if not report.ok:
+        first = report.problems[0]
+        raise IntegrityFailure(
+            f"the transparency log does not verify: {len(report.problems) + report.problems_not_listed} "
+            f"problem(s), the first at {first.where}",
+            hint="the rows were changed outside Aperture; restore them from a backup and investigate",
+            details=report.to_json(),
+        )
+
+
+@app.command("prove")
+@command_errors
+def prove(
+    ctx: typer.Context,
+    leaf_index: int | None = typer.Argument(None, min=0, help="Leaf index of the event to prove."),
+    size: int | None = typer.Option(
+        None, "--size", min=0, help="Tree size to prove against (default: the latest signed tree head)."
+    ),
+    consistency: tuple[int, int] | None = typer.Option(
+        None, "--consistency", metavar="M N", help="Prove that the tree of M leaves is a prefix of the tree of N."
+    ),
+    as_json: bool = typer.Option(True, "--json", help="Print JSON (always: the output is the proof bundle)."),
+) -> None:
+    """Print an inclusion proof (`prove N`) or a consistency proof (`prove --consistency M N`) as a
+    JSON bundle that `aperture audit check-proof` verifies offline."""
+    services = state(ctx).services
+    require_initialised(services)
+    bundle: dict[str, Any]
+    if consistency is not None:
+        if leaf_index is not None or size is not None:
+            raise InvalidInput("give either a leaf index or --consistency M N", hint="not both")
+        first, second = consistency
+        bundle = services.audit.consistency_proof(first, second).to_json()
+    elif leaf_index is not None:
+        bundle = services.audit.inclusion_proof(leaf_index, size).to_json()
+    else:
+        raise InvalidInput(
+            "nothing to prove", hint="`aperture audit prove N` or `aperture audit prove --consistency M N`"
+        )
+    print_json(bundle)
+
+
+@app.command("check-proof")
+@command_errors
+def check_proof(
+    file: Path = typer.Argument(..., help="A bundle printed by `aperture audit prove` (or the API)."),
+    public_key: Path = typer.Option(..., "--public-key", help="The instance's Ed25519 public key (PEM)."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Verify a saved proof bundle offline: needs only the bundle and the public key."""
+    try:
+        bundle = json.loads(_read_bounded(file, MAX_BUNDLE_BYTES, "proof bundle"))
+        pem = _read_bounded(public_key, MAX_KEY_BYTES, "public key").decode("ascii")
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InvalidInput(
+            f"cannot read the input: {error}", hint="give the JSON printed by `aperture audit prove`"
+        ) from None
+    if not isinstance(bundle, dict):
+        raise InvalidInput("the proof bundle is not a JSON object", hint="give the JSON printed by `audit prove`")
+    try:
+        result = check_bundle(bundle, pem)
+    except ValueError as error:  # the key is not an Ed25519 public key
+        raise InvalidInput(str(error), hint="give the instance key, HOME/keys/instance-ed25519.pub") from None
+    if as_json:
+        print_json(
+            {
+                "ok": result.ok,
+                "type": result.kind,
+                "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in result.checks],
+            }
+        )
+    else:
+        for check in result.checks:
+            mark = "[green]ok[/]  " if check.ok else "[red]FAIL[/]"
+            out_console.print(f"{mark} {check.name}: {check.detail}", highlight=False)
+    if not result.ok:
+        failed = [c.name for c in result.checks if not c.ok]
+        raise IntegrityFailure(
+            f"the proof bundle does not verify: {', '.join(failed)}",
+            hint="the bundle, the log or the key is not what it claims to be",
+        )

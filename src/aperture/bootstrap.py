@@ -1,0 +1,113 @@
+"""The composition root: everything is built here from one Settings object."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from aperture.access.domain import SYSTEM, Role
+from aperture.access.service import AccessService, IssuedKey
+from aperture.audit.service import AuditLog
+from aperture.core import db
+from aperture.core.clock import Clock, SystemClock
+from aperture.core.errors import Conflict, NotInitialised
+from aperture.registry.service import RegistryService
+from aperture.settings import Settings, apply_process_environment
+from aperture.vault.artifacts import ArtifactStore
+from aperture.vault.keys import InstanceKeys, generate_instance_keys, load_instance_keys
+from aperture.vault.service import VaultService
+
+MARKER = "instance.json"
+
+
+@dataclass
+class Services:
+    settings: Settings
+    database: db.Database
+    clock: Clock
+    audit: AuditLog
+    access: AccessService
+    vault: VaultService
+    registry: RegistryService
+    _keys: InstanceKeys | None = field(default=None, repr=False)
+
+    @cached_property
+    def keys(self) -> InstanceKeys:
+        return self._keys or load_instance_keys(self.settings.keys_dir)
+
+    def close(self) -> None:
+        self.database.dispose()
+
+
+def build_services(settings: Settings, *, clock: Clock | None = None) -> Services:
+    apply_process_environment(settings)
+    clock = clock or SystemClock()
+    database = db.Database.from_url(settings.resolved_database_url)
+    # The log signs tree heads with the instance key, loaded on first use (after `init` made it).
+    audit = AuditLog(clock, database, signer=lambda: services.keys)
+    access = AccessService(database, audit, clock)
+    artifacts = ArtifactStore(settings.artifacts_dir, workers=settings.resolved_hash_workers)
+    vault = VaultService(database, artifacts, settings.keys_dir)
+    registry = RegistryService(database, audit, clock, vault, model_cache=settings.resolved_model_cache)
+    services = Services(
+        settings=settings,
+        database=database,
+        clock=clock,
+        audit=audit,
+        access=access,
+        vault=vault,
+        registry=registry,
+    )
+    return services
+
+
+def is_initialised(settings: Settings) -> bool:
+    return (settings.home / MARKER).exists()
+
+
+def require_initialised(services: Services) -> None:
+    if not is_initialised(services.settings):
+        raise NotInitialised(
+            f"no Aperture instance at {services.settings.home}",
+            hint="run `aperture init` (or set APERTURE_HOME to an existing instance)",
+        )
+    current, head = db.current_revision(services.database), db.head_revision()
+    if current != head:
+        raise NotInitialised(
+            f"the database schema is at {current}, this release needs {head}",
+            hint="run `aperture migrate` to upgrade the schema",
+        )
+
+
+def init_instance(services: Services) -> IssuedKey:
+    """Create an instance: schema, signing keys, first administrator key. Never destructive."""
+    settings = services.settings
+    if is_initialised(settings):
+        raise Conflict(
+            f"an Aperture instance already exists at {settings.home}",
+            hint="use it as it is, or choose another APERTURE_HOME; init never overwrites an instance",
+        )
+    settings.home.mkdir(parents=True, exist_ok=True)
+    if db.current_revision(services.database) is not None:
+        raise Conflict(
+            "the database already holds an Aperture schema",
+            hint="point APERTURE_DATABASE_URL at an empty database, or use the instance that owns it",
+        )
+    keys = generate_instance_keys(settings.keys_dir)
+    db.upgrade(services.database)
+    services._keys = keys
+    issued = services.access.issue_key(
+        SYSTEM, name="first administrator", principal="admin", roles=(Role.ADMINISTRATOR,)
+    )
+    with services.database.transaction() as connection:
+        services.audit.append(
+            connection,
+            actor=SYSTEM.actor,
+            action="instance.initialised",
+            resource="instance",
+            details={"signing_key_id": keys.key_id, "artifact_key_id": keys.artifact_key_id},
+        )
+    marker = {"schema_version": 1, "signing_key_id": keys.key_id, "artifact_key_id": keys.artifact_key_id}
+    (settings.home / MARKER).write_text(json.dumps(marker) + "\n", encoding="utf-8")
+    return issued

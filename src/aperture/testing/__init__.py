@@ -1,0 +1,1 @@
+"""Shipped test helpers, used by our own tests too."""

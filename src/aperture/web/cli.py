@@ -1,0 +1,175 @@
+"""`aperture serve` and `aperture demo`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from aperture.cli_support import command_errors, err_console, out_console, state
+from aperture.core.errors import Conflict, InvalidInput
+from aperture.registry.cli import BarProgress
+
+DEMO_HOME = Path(".aperture-demo")
+DEMO_MARKER = "demo-instance"
+
+
+def serve_app(services: Any, host: str, port: int) -> None:
+    import uvicorn
+
+    from aperture.core.logging import configure_logging
+    from aperture.web.app import create_app
+
+    configure_logging(services.settings.log_level, services.settings.log_format)
+    app = create_app(services)
+    uvicorn.run(app, host=host, port=port, log_level=services.settings.log_level.lower(), access_log=False)
+
+
+@command_errors
+def serve(
+    ctx: typer.Context,
+    host: str | None = typer.Option(None, help="Bind address (default APERTURE_HOST, 127.0.0.1)."),
+    port: int | None = typer.Option(None, help="Port (default APERTURE_PORT, 8000)."),
+) -> None:
+    """Serve the web UI, the API at /api/v1, /healthz and /metrics."""
+    from aperture.bootstrap import require_initialised
+
+    services = state(ctx).services
+    require_initialised(services)
+    settings = services.settings
+    bind_host, bind_port = host or settings.host, settings.port if port is None else port
+    if bind_host not in ("127.0.0.1", "localhost", "::1"):
+        err_console.print(f"[yellow]warning[/]: serving on {bind_host}: put TLS in front of it")
+    out_console.print(f"Aperture on http://{bind_host}:{bind_port}  (API docs: /api/v1/docs)")
+    serve_app(services, bind_host, bind_port)
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+def _reset_demo_home(home: Path) -> None:
+    """A fresh demo instance each run; the converted-model cache survives to save a minute."""
+    if not home.exists():
+        return
+    if not (home / DEMO_MARKER).exists():
+        raise Conflict(
+            f"{home} exists and is not a demo instance",
+            hint="move it away, or pass --home with another directory",
+        )
+    for child in home.iterdir():
+        if child.name in ("cache", DEMO_MARKER):
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
+@command_errors
+def demo(
+    ctx: typer.Context,
+    home: Path = typer.Option(DEMO_HOME, help="Where the demo instance lives (recreated each run)."),
+    port: int = typer.Option(8000, help="Port; a free one is chosen if it is taken."),
+    serve_after: bool = typer.Option(True, "--serve/--no-serve", help="Start the server at the end."),
+) -> None:
+    """A fresh instance with the bundled model imported, verified and served."""
+    from aperture.bootstrap import build_services, init_instance
+    from aperture.settings import load_settings
+
+    home = home.absolute()
+    _reset_demo_home(home)
+    home.mkdir(parents=True, exist_ok=True)
+    (home / DEMO_MARKER).write_text("This directory is recreated by `aperture demo`.\n")
+    base = state(ctx).settings
+    settings = load_settings(
+        home=home,
+        database_url=None,
+        model_cache=home / "cache" / "models",
+        log_level=base.log_level,
+        log_format=base.log_format,
+        hash_workers=base.hash_workers,
+    )
+    services = build_services(settings)
+    host = settings.host
+    if not _port_free(host, port):
+        chosen = _free_port(host)
+        err_console.print(f"port {port} is taken; using {chosen}")
+        port = chosen
+    base_url = f"http://{host}:{port}"
+
+    out_console.rule("1/4  create the instance")
+    issued = init_instance(services)
+    out_console.print(f"instance in {home}; signing key {services.keys.key_id}")
+
+    out_console.rule("2/4  import the bundled model (SmolLM2-135M-Instruct)")
+    with BarProgress("storing") as bar:
+        version = services.registry.import_bundled(progress=bar).version
+    out_console.print(f"registered {version.reference} ({version.parameter_count:,} parameters)")
+
+    out_console.rule("3/4  verify its files and signature")
+    with BarProgress("verifying") as bar:
+        report = services.registry.verify_version(version.model_name, version.version, progress=bar)
+    out_console.print(f"verified {report.files_checked} files, signature by key {report.signing_key_id}: OK")
+    head = services.audit.issue_tree_head()
+    out_console.print(f"transparency log: {head.tree_size} events, signed tree head issued")
+
+    ref = version.reference
+    info: dict[str, Any] = {
+        "base_url": base_url,
+        "home": str(home),
+        "admin_key": issued.text,
+        "models": [{"name": version.model_name, "version": version.version, "ref": ref, "id": version.id}],
+        "urls": {
+            "home": f"{base_url}/",
+            "models": f"{base_url}/models",
+            "model": f"{base_url}/models/{version.model_name}",
+            "audit": f"{base_url}/audit",
+            "api_docs": f"{base_url}/api/v1/docs",
+            "healthz": f"{base_url}/healthz",
+            "metrics": f"{base_url}/metrics",
+        },
+        "examples": [
+            f"curl -s {base_url}/api/v1/models",
+            f"curl -s -H 'Authorization: Bearer {issued.text}' {base_url}/api/v1/whoami",
+            f"curl -s {base_url}/api/v1/audit/tree-head",
+            f"APERTURE_HOME={home} aperture models verify {ref}",
+            f"APERTURE_HOME={home} aperture audit verify",
+            f"APERTURE_HOME={home} aperture audit prove 0",
+        ],
+    }
+    (home / "demo.json").write_text(json.dumps(info, indent=2) + "\n")
+
+    out_console.rule("4/4  serve")
+    out_console.print(f"  web UI        {base_url}/")
+    out_console.print(f"  models        {base_url}/models/{version.model_name}")
+    out_console.print(f"  audit log     {base_url}/audit")
+    out_console.print(f"  API docs      {base_url}/api/v1/docs")
+    out_console.print("  admin key     ", end="")
+    out_console.print(issued.text, soft_wrap=True, highlight=False)
+    out_console.print(f"  demo.json     {home / 'demo.json'} (the same, machine-readable)")
+    out_console.print("\nTry next:")
+    for example in info["examples"]:
+        out_console.print(f"  {example}", soft_wrap=True, highlight=False)
+    if not serve_after:
+        return
+    if not _port_free(host, port):
+        raise InvalidInput(f"port {port} was taken while preparing", hint="run the demo again")
+    out_console.print("\nServing; press Ctrl-C to stop.")
+    serve_app(services, host, port)

@@ -1,0 +1,110 @@
+"""Server-rendered pages: home, models list and detail, the transparency log.
+
+Thin adapters: each page calls service read functions and renders a template.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from aperture import __version__
+
+if TYPE_CHECKING:
+    from aperture.bootstrap import Services
+
+_TITLES = {400: "Bad request", 401: "Sign-in needed", 403: "Not allowed", 404: "Not found", 422: "Not valid"}
+
+
+def _templates() -> Jinja2Templates:
+    env = Environment(loader=PackageLoader("aperture.web", "templates"), autoescape=select_autoescape(["html"]))
+    env.globals["version"] = __version__
+    env.filters["bytes"] = human_bytes
+    env.filters["count"] = human_count
+    return Jinja2Templates(env=env)
+
+
+def human_bytes(value: int) -> str:
+    size = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{value} B"
+
+
+def human_count(value: int | None) -> str:
+    if value is None:
+        return "—"
+    for threshold, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if value >= threshold:
+            return f"{value / threshold:.1f}{suffix}"
+    return str(value)
+
+
+def error_page(request: Request, status: int, message: str, hint: str) -> Response:
+    templates: Jinja2Templates = request.app.state.templates
+    context = {"status": status, "title": _TITLES.get(status, "Something went wrong"), "message": message, "hint": hint}
+    return templates.TemplateResponse(request, "error.html", context, status_code=status)
+
+
+def mount(app: FastAPI, services: Services) -> None:
+    templates = _templates()
+    app.state.templates = templates
+    static_dir = resources.files("aperture.web") / "static"
+    app.mount("/static", StaticFiles(directory=str(static_dir)), name="static")
+
+    def render(request: Request, name: str, section: str, **context: Any) -> HTMLResponse:
+        return templates.TemplateResponse(request, name, {"section": section, **context})
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def home(request: Request) -> HTMLResponse:
+        models = services.registry.list_models()
+        head = services.audit.latest_tree_head()
+        events = services.audit.list_events(limit=8)
+        return render(
+            request,
+            "home.html",
+            "home",
+            models=models,
+            version_count=sum(len(m.versions) for m in models),
+            tree_head=head,
+            tree_size=services.audit.tree_size(),
+            events=events,
+        )
+
+    @app.get("/models", response_class=HTMLResponse, include_in_schema=False)
+    def models_page(request: Request) -> HTMLResponse:
+        return render(request, "models.html", "models", models=services.registry.list_models())
+
+    @app.get("/models/{name}", response_class=HTMLResponse, include_in_schema=False)
+    def model_page(request: Request, name: str) -> HTMLResponse:
+        model = services.registry.get_model(name)
+        return render(request, "model.html", "models", model=model)
+
+    @app.get("/models/{name}/versions/{version}", response_class=HTMLResponse, include_in_schema=False)
+    def version_page(request: Request, name: str, version: str) -> HTMLResponse:
+        found = services.registry.get_version(name, version)
+        return render(request, "version.html", "models", v=found)
+
+    @app.get("/audit", response_class=HTMLResponse, include_in_schema=False)
+    def audit_page(request: Request, before: int | None = None, limit: int = 50) -> HTMLResponse:
+        limit = max(1, min(limit, 500))
+        events = services.audit.list_events(limit=limit, before=before)
+        older = events[-1].leaf_index if events and events[-1].leaf_index > 0 else None
+        return render(
+            request,
+            "audit.html",
+            "audit",
+            events=events,
+            tree_head=services.audit.latest_tree_head(),
+            tree_size=services.audit.tree_size(),
+            older=older,
+            limit=limit,
+        )

@@ -1,0 +1,71 @@
+"""Shared fixtures: a real instance on SQLite, or on PostgreSQL when APERTURE_TEST_DATABASE_URL is set.
+
+Each test that asks for `services` gets a fresh instance: its own home directory and, on
+PostgreSQL, its own schema (dropped afterwards), so tests never see each other's rows.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from aperture.bootstrap import Services, build_services, init_instance
+from aperture.core.db import normalise_url
+from aperture.settings import Settings
+
+TEST_DATABASE_URL = os.environ.get("APERTURE_TEST_DATABASE_URL")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"aperture database: {'PostgreSQL ' + TEST_DATABASE_URL if TEST_DATABASE_URL else 'SQLite'}"
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> Iterator[str | None]:
+    """None means the default SQLite file inside the instance home."""
+    if not TEST_DATABASE_URL:
+        yield None
+        return
+    schema = "t_" + secrets.token_hex(6)
+    admin = create_engine(normalise_url(TEST_DATABASE_URL), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    separator = "&" if "?" in TEST_DATABASE_URL else "?"
+    try:
+        yield f"{TEST_DATABASE_URL}{separator}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str | None) -> Settings:
+    return Settings(home=tmp_path / "home", database_url=database_url, hash_workers=2)
+
+
+@dataclass
+class Instance:
+    services: Services
+    admin_key: str
+
+
+@pytest.fixture
+def instance(settings: Settings) -> Iterator[Instance]:
+    services = build_services(settings)
+    issued = init_instance(services)
+    try:
+        yield Instance(services, issued.text)
+    finally:
+        services.close()
+
+
+@pytest.fixture
+def services(instance: Instance) -> Services:
+    return instance.services
