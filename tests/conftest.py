@@ -26,6 +26,12 @@ def pytest_report_header(config: pytest.Config) -> str:
     return f"aperture database: {'PostgreSQL ' + TEST_DATABASE_URL if TEST_DATABASE_URL else 'SQLite'}"
 
 
+@pytest.fixture(scope="session")
+def bundled_model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One conversion of the bundled model per run: the cache is keyed by the GGUF's digest, as in production."""
+    return tmp_path_factory.mktemp("model-cache")
+
+
 @pytest.fixture
 def database_url(tmp_path: Path) -> Iterator[str | None]:
     """None means the default SQLite file inside the instance home."""

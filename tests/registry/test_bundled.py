@@ -16,10 +16,9 @@ from aperture.registry.domain import WeightFormat
 from aperture.registry.service import BUNDLED_NAME
 
 
-@pytest.fixture(scope="module")
-def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One conversion for the module: the cache is keyed by the GGUF's digest, like in production."""
-    return tmp_path_factory.mktemp("model-cache")
+@pytest.fixture
+def model_cache(bundled_model_cache: Path) -> Path:
+    return bundled_model_cache
 
 
 def test_the_bundled_gguf_is_found_without_importing_its_package() -> None:

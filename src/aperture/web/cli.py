@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import socket
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +66,19 @@ def _free_port(host: str) -> int:
         return int(probe.getsockname()[1])
 
 
+def _command_name() -> str:
+    """`aperture` when it is on PATH, else the path this process was started by (e.g. .venv/bin/aperture)."""
+    invoked = Path(sys.argv[0])
+    on_path = shutil.which("aperture")
+    if on_path and Path(on_path).resolve() == invoked.resolve():
+        return "aperture"
+    if invoked.name == "aperture" and invoked.exists():
+        with contextlib.suppress(ValueError):
+            return str(invoked.absolute().relative_to(Path.cwd()))
+        return str(invoked.absolute())
+    return "aperture"
+
+
 def _reset_demo_home(home: Path) -> None:
     """A fresh demo instance each run; the converted-model cache survives to save a minute."""
     if not home.exists():
@@ -101,7 +116,7 @@ def demo(
     settings = load_settings(
         home=home,
         database_url=None,
-        model_cache=home / "cache" / "models",
+        model_cache=base.model_cache or home / "cache" / "models",
         log_level=base.log_level,
         log_format=base.log_format,
         hash_workers=base.hash_workers,
@@ -131,6 +146,8 @@ def demo(
     out_console.print(f"transparency log: {head.tree_size} events, signed tree head issued")
 
     ref = version.reference
+    bearer = f"-H 'Authorization: Bearer {issued.text}'"
+    cli = f"APERTURE_HOME={home} {_command_name()}"
     info: dict[str, Any] = {
         "base_url": base_url,
         "home": str(home),
@@ -146,12 +163,13 @@ def demo(
             "metrics": f"{base_url}/metrics",
         },
         "examples": [
-            f"curl -s {base_url}/api/v1/models",
-            f"curl -s -H 'Authorization: Bearer {issued.text}' {base_url}/api/v1/whoami",
+            f"curl -s {bearer} {base_url}/api/v1/models",
+            f"curl -s {bearer} {base_url}/api/v1/whoami",
             f"curl -s {base_url}/api/v1/audit/tree-head",
-            f"APERTURE_HOME={home} aperture models verify {ref}",
-            f"APERTURE_HOME={home} aperture audit verify",
-            f"APERTURE_HOME={home} aperture audit prove 0",
+            f"{cli} models show {ref}",
+            f"{cli} models verify {ref}",
+            f"{cli} audit verify",
+            f"{cli} audit prove 0",
         ],
     }
     (home / "demo.json").write_text(json.dumps(info, indent=2) + "\n")

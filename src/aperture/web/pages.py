@@ -5,6 +5,7 @@ Thin adapters: each page calls service read functions and renders a template.
 
 from __future__ import annotations
 
+import json
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +16,8 @@ from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from aperture import __version__
+from aperture.audit.domain import InclusionProof
+from aperture.core.errors import NotFound
 
 if TYPE_CHECKING:
     from aperture.bootstrap import Services
@@ -27,6 +30,7 @@ def _templates() -> Jinja2Templates:
     env.globals["version"] = __version__
     env.filters["bytes"] = human_bytes
     env.filters["count"] = human_count
+    env.filters["flop"] = human_flop
     return Jinja2Templates(env=env)
 
 
@@ -46,6 +50,17 @@ def human_count(value: int | None) -> str:
         if value >= threshold:
             return f"{value / threshold:.1f}{suffix}"
     return str(value)
+
+
+_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def human_flop(value: int) -> str:
+    """2e25 -> "2.0 × 10²⁵ FLOP": training compute reads in powers of ten, as in the EU AI Act."""
+    if value < 1000:
+        return f"{value} FLOP"
+    mantissa, exponent = f"{value:.1e}".split("e")
+    return f"{mantissa} × 10{str(int(exponent)).translate(_SUPERSCRIPT)} FLOP"
 
 
 def error_page(request: Request, status: int, message: str, hint: str) -> Response:
@@ -106,5 +121,30 @@ def mount(app: FastAPI, services: Services) -> None:
             tree_head=services.audit.latest_tree_head(),
             tree_size=services.audit.tree_size(),
             older=older,
+            before=before,
             limit=limit,
+        )
+
+    @app.get("/audit/events/{leaf_index}", response_class=HTMLResponse, include_in_schema=False)
+    def event_page(request: Request, leaf_index: int) -> HTMLResponse:
+        event = services.audit.get_event(leaf_index)
+        proof_url = f"/api/v1/audit/proofs/inclusion/{leaf_index}"
+        proof: InclusionProof
+        try:
+            proof = services.audit.inclusion_proof(leaf_index)
+        except NotFound:
+            # No signed head covers this event yet: prove it against the current tree instead,
+            # and say so; the server signs a new head within APERTURE_TREE_HEAD_INTERVAL_S.
+            size = services.audit.tree_size()
+            proof = services.audit.inclusion_proof(leaf_index, size)
+            proof_url = f"{proof_url}?tree_size={size}"
+        details = json.dumps(event.details, indent=2, sort_keys=True, ensure_ascii=False)
+        return render(
+            request,
+            "event.html",
+            "audit",
+            event=event,
+            details=details,
+            proof=proof,
+            proof_url=proof_url,
         )
