@@ -186,6 +186,13 @@ def bench_appends(run_dir: Path, synchronous: str, per_round: int, rounds: int, 
                         details=details(0),
                     )
 
+    def ours_record() -> None:
+        for _ in range(per_round):
+            counter[0] += 1
+            services.audit.record(
+                actor=ACTOR, action=ACTION, resource=f"model:m/versions/{counter[0]}", details=details(0)
+            )
+
     def ours_batch() -> None:
         for _ in range(0, per_round, batch):
             with services.database.transaction() as connection:
@@ -205,6 +212,7 @@ def bench_appends(run_dir: Path, synchronous: str, per_round: int, rounds: int, 
         ("raw minimal, one per tx", raw_min_single),
         ("aperture, Database.transaction() per event", ours_single),
         ("aperture, held connection, one tx per event", ours_held),
+        ("aperture, AuditLog.record() standalone event", ours_record),
         ("aperture, batches", ours_batch),
     ]
     for _ in range(rounds):
@@ -220,7 +228,11 @@ def bench_appends(run_dir: Path, synchronous: str, per_round: int, rounds: int, 
             rates.setdefault(name, []).append(per_round / timings[name])
     rate = {name: median_of(values) for name, values in rates.items()}
     unit = "events/s"
-    for ours in ("aperture, Database.transaction() per event", "aperture, held connection, one tx per event"):
+    for ours in (
+        "aperture, AuditLog.record() standalone event",
+        "aperture, Database.transaction() per event",
+        "aperture, held connection, one tx per event",
+    ):
         for peer in ("raw minimal, one per tx", "raw same row, one per tx"):
             report(Figure(f"{ours} [{synchronous}]", rate[ours], unit, f"sqlite3 {peer}", rate[peer], True, ">= 0.5"))
     report(

@@ -37,6 +37,7 @@ class Services:
         return self._keys or load_instance_keys(self.settings.keys_dir)
 
     def close(self) -> None:
+        self.audit.close()
         self.database.dispose()
 
 

@@ -228,3 +228,41 @@ def test_concurrent_appends_get_distinct_contiguous_indices(services: Services) 
     assert indices == list(range(start + 100))
     services.audit.issue_tree_head()
     assert services.audit.verify().ok
+
+
+def test_standalone_records_interleave_with_transactional_appends_from_many_threads(services: Services) -> None:
+    """`record` (own connection per thread on SQLite) and `append` share one leaf sequence."""
+    start = services.audit.tree_size()
+    errors: list[BaseException] = []
+
+    def worker(name: str, standalone: bool) -> None:
+        try:
+            for i in range(25):
+                if standalone:
+                    services.audit.record(actor=name, action="test.recorded", resource=f"r:{i}", details={"i": i})
+                else:
+                    with services.database.transaction() as connection:
+                        services.audit.append(connection, actor=name, action="test.appended", resource=f"r:{i}")
+        except BaseException as error:  # surfaced below
+            errors.append(error)
+
+    threads = [threading.Thread(target=worker, args=(f"worker-{n}", n % 2 == 0)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    events = services.audit.list_events(limit=500)
+    assert sorted(e.leaf_index for e in events) == list(range(start + 100))
+    assert sum(e.action == "test.recorded" for e in events) == 50
+    services.audit.issue_tree_head()
+    assert services.audit.verify().ok
+
+
+def test_a_recorded_event_is_committed_and_returned_as_stored(services: Services) -> None:
+    event = services.audit.record(actor="tester", action="test.recorded", resource="thing:1", details={"n": 1})
+    stored = services.audit.get_event(event.leaf_index)
+    assert stored == event
+    with pytest.raises(InvalidInput):
+        services.audit.record(actor="", action="test.recorded", resource="thing:1")
+    assert services.audit.tree_size() == event.leaf_index + 1

@@ -77,6 +77,13 @@ class AuditLog:
         self.clock = clock
         self._database = database
         self._signer = signer
+        self._standalone: store.StandaloneWriter | None = None
+        if database is not None and database.is_sqlite:
+            self._standalone = store.StandaloneWriter(database.engine)
+
+    def close(self) -> None:
+        if self._standalone is not None:
+            self._standalone.close()
 
     @property
     def database(self) -> Database:
@@ -101,13 +108,41 @@ class AuditLog:
         details: dict[str, Any] | None = None,
     ) -> AuditEvent:
         """Append one event as the next leaf, inside the caller's open transaction."""
+        row = self._row(actor, action, resource, details)
+        index = store.insert_event(connection, *row)
+        return self._event(index, row, details)
+
+    def record(
+        self,
+        *,
+        actor: str,
+        action: str,
+        resource: str,
+        details: dict[str, Any] | None = None,
+    ) -> AuditEvent:
+        """Append one event that belongs to no other change, committed on its own.
+
+        For what only needs recording (a verification, an export, an access decision); a state
+        change appends its event with `append` in the change's own transaction instead.
+        """
+        row = self._row(actor, action, resource, details)
+        if self._standalone is not None:
+            index = self._standalone.insert(row)
+        else:
+            with self.database.transaction() as connection:
+                index = store.insert_event(connection, *row)
+        return self._event(index, row, details)
+
+    def _row(
+        self, actor: str, action: str, resource: str, details: dict[str, Any] | None
+    ) -> tuple[str, str, str, str, str, str, bytes, int]:
+        """The stored fields of a new event, in `store.insert_event`'s order; checks them first."""
         if not (0 < len(actor) <= _LIMITS["actor"] and 0 < len(action) <= _LIMITS["action"]) or not (
             0 < len(resource) <= _LIMITS["resource"]
         ):
             raise _bad_fields(actor=actor, action=action, resource=resource)
-        details = dict(details) if details else {}
         try:
-            details_json = details_text(details)
+            details_json = details_text(details) if details else "{}"
         except (TypeError, ValueError) as error:
             raise InvalidInput(
                 f"audit event details must be canonical JSON: {error}",
@@ -118,10 +153,14 @@ class AuditLog:
         hashed = leaf_hash(
             leaf_data_from_fields(EVENT_SCHEMA_VERSION, event_id, occurred_at, actor, action, resource, details_json)
         )
-        index = store.insert_event(
-            connection, event_id, occurred_at, actor, action, resource, details_json, hashed, EVENT_SCHEMA_VERSION
-        )
-        return AuditEvent(index, event_id, occurred_at, actor, action, resource, details, EVENT_SCHEMA_VERSION)
+        return (event_id, occurred_at, actor, action, resource, details_json, hashed, EVENT_SCHEMA_VERSION)
+
+    @staticmethod
+    def _event(
+        index: int, row: tuple[str, str, str, str, str, str, bytes, int], details: dict[str, Any] | None
+    ) -> AuditEvent:
+        event_id, occurred_at, actor, action, resource, _, _, schema_version = row
+        return AuditEvent(index, event_id, occurred_at, actor, action, resource, dict(details or {}), schema_version)
 
     # --- reading --------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ result wrapping would cost more than the database work itself.
 from __future__ import annotations
 
 import json
+import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any, cast
@@ -16,6 +17,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     Connection,
+    Engine,
     Integer,
     LargeBinary,
     SmallInteger,
@@ -153,6 +155,51 @@ def insert_event(
     if index is None:  # pragma: no cover - the INSERT either stores the row or raises
         raise IntegrityFailure("the audit event was not stored", hint="retry; report it if it persists")
     return int(index)
+
+
+class StandaloneWriter:
+    """Appends events that belong to no other change, each in its own transaction, on SQLite.
+
+    Such events (a verification, an export, an access decision) are the frequent ones. Through
+    SQLAlchemy's unit of work each costs a pool checkout, BEGIN and COMMIT bookkeeping that took
+    as long as the insert itself; here each thread keeps one DBAPI connection of the engine
+    (detached from the pool, so it keeps the engine's pragmas) and runs INSERT + COMMIT on it.
+    The leaf index is still assigned inside the INSERT under SQLite's writer lock, so these
+    appends interleave correctly with appends made inside other transactions.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._connections: list[Any] = []
+
+    def _connection(self) -> Any:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            pooled = self._engine.raw_connection()
+            connection = pooled.driver_connection
+            pooled.detach()
+            with self._lock:
+                self._connections.append(connection)
+            self._local.connection = connection
+        return connection
+
+    def insert(self, params: tuple[Any, ...]) -> int:
+        connection = self._connection()
+        with connection:  # sqlite3: commits on success, rolls back on error
+            cursor = connection.execute(_INSERT_EVENT, params)
+        index = cursor.lastrowid
+        if index is None:  # pragma: no cover - the INSERT either stores the row or raises
+            raise IntegrityFailure("the audit event was not stored", hint="retry; report it if it persists")
+        return int(index)
+
+    def close(self) -> None:
+        with self._lock:
+            connections, self._connections = self._connections, []
+        for connection in connections:
+            connection.close()
+        self._local = threading.local()
 
 
 def tree_size(connection: Connection) -> int:

@@ -344,23 +344,19 @@ class RegistryService:
                     details={"damaged": [f.path for f in damaged]},
                 )
         except IntegrityFailure as failure:
-            with self.database.transaction() as connection:
-                self.audit.append(
-                    connection,
-                    actor=caller.actor,
-                    action="registry.version.verification_failed",
-                    resource=f"model:{record.reference}",
-                    details={"version_id": record.id, "problem": failure.message[:1000]},
-                )
-            raise
-        with self.database.transaction() as connection:
-            self.audit.append(
-                connection,
+            self.audit.record(
                 actor=caller.actor,
-                action="registry.version.verified",
+                action="registry.version.verification_failed",
                 resource=f"model:{record.reference}",
-                details={"version_id": record.id, "manifest_digest": record.manifest_digest},
+                details={"version_id": record.id, "problem": failure.message[:1000]},
             )
+            raise
+        self.audit.record(
+            actor=caller.actor,
+            action="registry.version.verified",
+            resource=f"model:{record.reference}",
+            details={"version_id": record.id, "manifest_digest": record.manifest_digest},
+        )
         return VerificationReport(
             reference=record.reference,
             files_checked=len(record.files),
@@ -418,14 +414,12 @@ class RegistryService:
             signature_path = target / SIGNATURE_FILE
             written.append(signature_path)
             signature_path.write_text(record.signature, encoding="utf-8")
-            with self.database.transaction() as connection:
-                self.audit.append(
-                    connection,
-                    actor=caller.actor,
-                    action="registry.version.exported",
-                    resource=f"model:{record.reference}",
-                    details={"version_id": record.id, "destination": str(target)},
-                )
+            self.audit.record(
+                actor=caller.actor,
+                action="registry.version.exported",
+                resource=f"model:{record.reference}",
+                details={"version_id": record.id, "destination": str(target)},
+            )
         except BaseException:
             if created_dir:
                 shutil.rmtree(target, ignore_errors=True)
