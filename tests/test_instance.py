@@ -15,7 +15,7 @@ from tests.conftest import Instance
 
 def test_init_creates_schema_keys_and_a_working_admin_key(instance: Instance) -> None:
     services = instance.services
-    assert db.current_revision(services.database) == db.head_revision()
+    assert db.current_revision(services.database) == db.head_revision() == db.alembic_head_revision()
     caller = services.access.authenticate(instance.admin_key)
     assert caller.has(Role.ADMINISTRATOR)
     for name in ("instance-ed25519.pem", "artifacts-p256.pem"):
