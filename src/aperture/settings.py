@@ -19,10 +19,6 @@ class Settings(BaseSettings):
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; default is SQLite at HOME/aperture.db.")
     host: str = Field(default="127.0.0.1", description="Address `aperture serve` binds.")
     port: int = Field(default=8000, ge=0, le=65535, description="Port `aperture serve` binds.")
-    redis_url: str | None = Field(default=None, description="Redis URL for limits shared between replicas.")
-    data_dir: Path | None = Field(
-        default=None, description="Directory of evaluation data; default is the data bundled with the package."
-    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Log level.")
     log_format: Literal["console", "json"] = Field(default="console", description="Log line format.")
     tree_head_interval_s: int = Field(

@@ -65,6 +65,7 @@ def create_app(services: Services) -> FastAPI:
         docs_url=f"{API_PREFIX}/docs",
         openapi_url=f"{API_PREFIX}/openapi.json",
         redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,  # bearer API keys, no OAuth2 flow
         lifespan=lifespan,
     )
     app.middleware("http")(metrics.middleware)
