@@ -266,3 +266,16 @@ def test_a_recorded_event_is_committed_and_returned_as_stored(services: Services
     with pytest.raises(InvalidInput):
         services.audit.record(actor="", action="test.recorded", resource="thing:1")
     assert services.audit.tree_size() == event.leaf_index + 1
+
+
+def test_the_newest_inclusion_proof_uses_the_signed_head_else_the_current_tree(services: Services) -> None:
+    append(services, 3)
+    head = services.audit.issue_tree_head()
+    covered = services.audit.newest_inclusion_proof(head.tree_size - 1)
+    assert covered.tree_head == head and covered.tree_size == head.tree_size
+    late = append(services, 1)[0]
+    uncovered = services.audit.newest_inclusion_proof(late.leaf_index)
+    assert uncovered.tree_head is None and uncovered.tree_size == late.leaf_index + 1
+    assert uncovered.event == late
+    with pytest.raises(NotFound):
+        services.audit.newest_inclusion_proof(late.leaf_index + 1)

@@ -276,6 +276,15 @@ class AuditLog:
             )
         return InclusionProof(event, stored_leaf, size, root, path, head)
 
+    def newest_inclusion_proof(self, leaf_index: int) -> InclusionProof:
+        """Against the latest signed tree head when it covers the leaf; else against the current
+        tree (an event appended since the last head, before the server signs the next one)."""
+        with self.database.read() as connection:
+            latest = store.latest_tree_head(connection)
+            current = store.tree_size(connection)
+        size = latest.tree_size if latest is not None and latest.tree_size > leaf_index else current
+        return self.inclusion_proof(leaf_index, size)
+
     def consistency_proof(self, first: int, second: int | None = None) -> ConsistencyProof:
         """Proof that the tree of `first` leaves is a prefix of the tree of `second` leaves
         (default: the latest signed head)."""

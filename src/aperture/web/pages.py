@@ -16,8 +16,6 @@ from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from aperture import __version__
-from aperture.audit.domain import InclusionProof
-from aperture.core.errors import NotFound
 
 if TYPE_CHECKING:
     from aperture.bootstrap import Services
@@ -127,17 +125,8 @@ def mount(app: FastAPI, services: Services) -> None:
 
     @app.get("/audit/events/{leaf_index}", response_class=HTMLResponse, include_in_schema=False)
     def event_page(request: Request, leaf_index: int) -> HTMLResponse:
-        event = services.audit.get_event(leaf_index)
-        proof_url = f"/api/v1/audit/proofs/inclusion/{leaf_index}"
-        proof: InclusionProof
-        try:
-            proof = services.audit.inclusion_proof(leaf_index)
-        except NotFound:
-            # No signed head covers this event yet: prove it against the current tree instead,
-            # and say so; the server signs a new head within APERTURE_TREE_HEAD_INTERVAL_S.
-            size = services.audit.tree_size()
-            proof = services.audit.inclusion_proof(leaf_index, size)
-            proof_url = f"{proof_url}?tree_size={size}"
+        proof = services.audit.newest_inclusion_proof(leaf_index)
+        event = proof.event
         details = json.dumps(event.details, indent=2, sort_keys=True, ensure_ascii=False)
         return render(
             request,
@@ -146,5 +135,5 @@ def mount(app: FastAPI, services: Services) -> None:
             event=event,
             details=details,
             proof=proof,
-            proof_url=proof_url,
+            proof_url=f"/api/v1/audit/proofs/inclusion/{leaf_index}?tree_size={proof.tree_size}",
         )
