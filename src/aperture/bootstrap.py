@@ -13,6 +13,9 @@ from aperture.core import db
 from aperture.core.clock import Clock, SystemClock
 from aperture.core.errors import Conflict, NotInitialised
 from aperture.registry.service import RegistryService
+from aperture.risk.datasets import DataDirectory
+from aperture.risk.providers import judge_provider, transformers_engine_provider
+from aperture.risk.service import ChunkRunner, RiskService
 from aperture.settings import Settings, apply_process_environment
 from aperture.vault.artifacts import ArtifactStore
 from aperture.vault.keys import InstanceKeys, generate_instance_keys, load_instance_keys
@@ -30,6 +33,7 @@ class Services:
     access: AccessService
     vault: VaultService
     registry: RegistryService
+    risk: RiskService
     _keys: InstanceKeys | None = field(default=None, repr=False)
 
     @cached_property
@@ -51,6 +55,31 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
     artifacts = ArtifactStore(settings.artifacts_dir, workers=settings.resolved_hash_workers)
     vault = VaultService(database, artifacts, settings.keys_dir)
     registry = RegistryService(database, audit, clock, vault, model_cache=settings.resolved_model_cache)
+    data = DataDirectory(settings.data_dir)
+    engines = transformers_engine_provider(settings.eval_batch_tokens, settings.eval_threads)
+    chunk_runner: ChunkRunner | None = None
+    if settings.ray_address:
+        from aperture.risk.scaleout import RayChunkRunner
+
+        chunk_runner = RayChunkRunner(
+            settings.ray_address,
+            settings.ray_workers,
+            batch_tokens=settings.eval_batch_tokens,
+            threads=settings.eval_threads,
+            data_root=settings.data_dir,
+        )
+    risk = RiskService(
+        database,
+        audit,
+        clock,
+        registry,
+        vault,
+        data,
+        settings.eval_work_dir,
+        engines,
+        judge_provider(data, engines),
+        chunk_runner,
+    )
     services = Services(
         settings=settings,
         database=database,
@@ -59,6 +88,7 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
         access=access,
         vault=vault,
         registry=registry,
+        risk=risk,
     )
     return services
 

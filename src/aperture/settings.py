@@ -30,6 +30,18 @@ class Settings(BaseSettings):
     model_cache: Path | None = Field(
         default=None, description="Cache of converted bundled models; default is HOME/cache/models."
     )
+    data_dir: Path | None = Field(
+        default=None,
+        description="Evaluation data directory (same layout as the bundled one); default is the bundled public sets.",
+    )
+    eval_batch_tokens: int = Field(
+        default=2048, ge=64, description="Token budget of one evaluation batch (rows x longest row)."
+    )
+    eval_threads: int = Field(default=0, ge=0, description="CPU threads for evaluation; 0 lets torch decide.")
+    ray_address: str | None = Field(
+        default=None, description="Ray cluster address (e.g. ray://head:10001 or auto); when set, suites are sharded."
+    )
+    ray_workers: int = Field(default=2, ge=1, description="Ray workers (each holds one copy of the model).")
     hf_offline: bool = Field(default=True, description="Keep transformers off the network (no model hub).")
 
     @field_validator("home", mode="after")
@@ -54,6 +66,10 @@ class Settings(BaseSettings):
     @property
     def resolved_model_cache(self) -> Path:
         return self.model_cache or (self.home / "cache" / "models")
+
+    @property
+    def eval_work_dir(self) -> Path:
+        return self.home / "cache" / "eval"
 
     @property
     def resolved_hash_workers(self) -> int:

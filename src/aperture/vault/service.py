@@ -128,6 +128,15 @@ class VaultService:
     def copy_out(self, digest: str, destination: Path, progress: Progress | None = None) -> None:
         self.artifacts.copy_out(digest, destination, progress)
 
+    def blob_path(self, digest: str) -> Path:
+        """Where a blob lies (read-only): for loading weights in place, without a copy."""
+        return self.artifacts.blob_path(digest)
+
+    def source_file(self, path: Path, label: str) -> SourceFile:
+        """Plan to store one local file (an attachment)."""
+        info = path.stat()
+        return SourceFile(path, info.st_size, info.st_dev, info.st_ino, info.st_mtime_ns, label)
+
     def require_blob(self, digest: str, label: str) -> None:
         if not self.artifacts.has(digest):
             raise IntegrityFailure(f"the stored file {label} ({digest}) is missing", hint="restore from backup")

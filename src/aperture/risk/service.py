@@ -1,0 +1,616 @@
+"""Risk assessment use cases: run suites (resumably), import evidence, attach findings, build profiles."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zipfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from aperture.access.domain import ANONYMOUS, Caller, Role
+from aperture.audit.service import AuditLog
+from aperture.core.clock import Clock
+from aperture.core.db import Database
+from aperture.core.errors import Conflict, Forbidden, IntegrityFailure, InvalidInput, NotFound, TooLarge, Unauthenticated
+from aperture.core.ids import new_id
+from aperture.registry.domain import ModelVersion
+from aperture.registry.service import RegistryService
+from aperture.risk import store
+from aperture.risk.datasets import DataDirectory
+from aperture.risk.domain import (
+    MAX_LOG_JSON_BYTES,
+    Estimate,
+    Evidence,
+    EvidenceKind,
+    Item,
+    ItemResult,
+    ParsedLog,
+    RiskDomain,
+    Safeguard,
+    Suite,
+    build_profile,
+    estimate,
+    find_suite,
+    map_task,
+    parse_inspect_log,
+    parse_lm_eval_results,
+    sample_items,
+    summarise,
+)
+from aperture.risk.engine import Engine
+from aperture.risk.scoring import GenerationSettings, Judge, RuleJudge, expand_items, order_for_batching, score_chunk
+from aperture.vault.service import VaultService
+
+ASSESSOR_ROLES = (Role.ADMINISTRATOR, Role.CHIEF_SCIENTIST, Role.RESEARCHER, Role.RAID_ANALYST)
+CHUNK_ITEMS = {"knowledge": 64, "generative": 16}
+MAX_ATTACHMENT_BYTES = 64 * 1024 * 1024
+
+
+def authorize_assessment(caller: Caller) -> None:
+    if caller is ANONYMOUS or caller.principal == ANONYMOUS.principal:
+        raise Unauthenticated("assessing a model needs an authenticated caller", hint="send an API key")
+    if not any(caller.has(role) for role in ASSESSOR_ROLES):
+        raise Forbidden(
+            "assessing a model needs one of the roles: " + ", ".join(r.value for r in ASSESSOR_ROLES),
+            hint="ask an administrator for a key with the researcher role",
+        )
+
+
+class ProgressSink(Protocol):
+    def start(self, label: str, total: int, done: int) -> None: ...
+
+    def advance(self, count: int) -> None: ...
+
+    def note(self, message: str) -> None: ...
+
+
+class EngineProvider(Protocol):
+    def __call__(self, model_dir: Path, model_digest: str) -> Engine: ...
+
+
+class ChunkRunner(Protocol):
+    """Scores pending chunks somewhere (this process, or Ray workers), yielding each as it completes."""
+
+    def __call__(
+        self,
+        model_dir: Path,
+        version: ModelVersion,
+        suite: Suite,
+        chunks: Sequence[tuple[int, list[Item]]],
+        generation: GenerationSettings,
+        judge_spec: str,
+    ) -> Iterator[tuple[int, list[ItemResult]]]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    limit: int | None = None
+    seed: int = 0
+    generation: GenerationSettings = GenerationSettings()
+    judge: str = "rules"  # rules | model:<directory> | openai:<base url>#<model>
+    chunk_items: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunOutcome:
+    run_id: str
+    suite: str
+    status: str
+    items: int
+    resumed_items: int
+    evidence: Evidence | None
+    profile_version: int | None
+
+
+class RiskService:
+    def __init__(
+        self,
+        database: Database,
+        audit: AuditLog,
+        clock: Clock,
+        registry: RegistryService,
+        vault: VaultService,
+        data: DataDirectory,
+        work_dir: Path,
+        engine_provider: EngineProvider,
+        judge_provider: Callable[[str], Judge],
+        chunk_runner: ChunkRunner | None = None,
+    ) -> None:
+        self.database = database
+        self.audit = audit
+        self.clock = clock
+        self.registry = registry
+        self.vault = vault
+        self.data = data
+        self.work_dir = work_dir
+        self.engine_provider = engine_provider
+        self.judge_provider = judge_provider
+        self.chunk_runner = chunk_runner
+
+    # --- the weights, as a directory transformers can load -----------------------------
+
+    def model_directory(self, version: ModelVersion) -> Path:
+        """The version's files as symlinks to their content-addressed blobs (no copy of the weights)."""
+        target = self.work_dir / "models" / version.manifest_digest[:24]
+        if (target / ".complete").is_file():
+            return target
+        staging = self.work_dir / "models" / f".tmp-{new_id()}"
+        staging.mkdir(parents=True)
+        for file in version.files:
+            self.vault.require_blob(file.sha256, f"{version.reference}/{file.path}")
+            link = staging.joinpath(*file.path.split("/"))
+            link.parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(self.vault.blob_path(file.sha256), link)
+        (staging / ".complete").write_text(version.manifest_digest + "\n")
+        try:
+            staging.rename(target)
+        except OSError:
+            if not (target / ".complete").is_file():
+                raise
+        return target
+
+    # --- suite runs ---------------------------------------------------------------------
+
+    def suites(self) -> list[Suite]:
+        from aperture.risk.domain import SUITES
+
+        return list(SUITES.values())
+
+    def run_suite(
+        self,
+        caller: Caller,
+        reference: str,
+        suite_name: str,
+        options: RunOptions = RunOptions(),
+        *,
+        progress: ProgressSink | None = None,
+    ) -> RunOutcome:
+        authorize_assessment(caller)
+        suite = find_suite(suite_name)
+        version = self.registry.find_version(reference)
+        items, hashes = self.data.load_suite(suite)
+        chosen = expand_items(suite, sample_items(items, options.limit, options.seed))
+        ordered = order_for_batching(chosen)
+        chunk_items = options.chunk_items or CHUNK_ITEMS["knowledge" if suite.kind.value == "knowledge" else "generative"]
+        inputs = {
+            "suite": suite.name,
+            "suite_kind": suite.kind.value,
+            "data_dir": "bundled" if self.data.bundled else str(self.data.root),
+            "data_files": hashes,
+            "prompt_format": suite.header or "chat template of the model, user turn only",
+            "model": version.reference,
+            "model_digest": version.manifest_digest,
+            "limit": options.limit,
+            "seed": options.seed,
+            "item_keys": [item.key for item in ordered],
+            "chunk_items": chunk_items,
+            "generation": options.generation.to_dict(),
+            "judge": options.judge,
+        }
+        if suite.kind.value == "jailbreak":
+            from aperture.risk.domain import JAILBREAK_SET_VERSION
+
+            inputs["template_set"] = JAILBREAK_SET_VERSION
+        run_id = new_id()
+        with self.database.transaction() as connection:
+            store.insert_run(connection, run_id, version.id, suite.name, self.clock.now(), caller.actor, inputs, len(ordered))
+            self.audit.append(
+                connection,
+                actor=caller.actor,
+                action="risk.run.started",
+                resource=f"model:{version.reference}",
+                details={"run": run_id, "suite": suite.name, "items": len(ordered), "model_digest": version.manifest_digest},
+            )
+        return self._execute(caller, run_id, version, suite, ordered, inputs, progress)
+
+    def resume(self, caller: Caller, run_id: str, *, progress: ProgressSink | None = None) -> RunOutcome:
+        """Continue an interrupted run from its last completed chunk, on the same items and data."""
+        authorize_assessment(caller)
+        with self.database.read() as connection:
+            run = store.load_run(connection, run_id)
+        if run is None:
+            raise NotFound(f"no assessment run {run_id}", hint="list runs with `aperture assess runs`")
+        if run["status"] == "completed":
+            raise Conflict(f"run {run_id} is already complete", hint="start a new run to measure again")
+        inputs = run["inputs"]
+        suite = find_suite(inputs["suite"])
+        version = self.registry.find_version(inputs["model"])
+        if version.manifest_digest != inputs["model_digest"]:
+            raise IntegrityFailure(
+                f"{inputs['model']} no longer has the digest the run started on", hint="start a new run"
+            )
+        if inputs["data_dir"] != ("bundled" if self.data.bundled else str(self.data.root)):
+            raise InvalidInput(
+                f"run {run_id} used the data directory {inputs['data_dir']}",
+                hint="resume with the same APERTURE_DATA_DIR the run started with",
+            )
+        items, hashes = self.data.load_suite(suite)
+        if hashes != inputs["data_files"]:
+            raise IntegrityFailure(
+                f"the data files of {suite.name} changed since run {run_id} started",
+                hint="start a new run: a resumed run must score the same bytes",
+            )
+        by_key = {item.key: item for item in expand_items(suite, items)}
+        try:
+            ordered = [by_key[key] for key in inputs["item_keys"]]
+        except KeyError as error:
+            raise IntegrityFailure(f"item {error} of run {run_id} is gone from the data", hint="start a new run") from None
+        with self.database.transaction() as connection:
+            store.mark_running(connection, run_id)
+        return self._execute(caller, run_id, version, suite, ordered, inputs, progress)
+
+    def _execute(
+        self,
+        caller: Caller,
+        run_id: str,
+        version: ModelVersion,
+        suite: Suite,
+        ordered: list[Item],
+        inputs: dict[str, Any],
+        progress: ProgressSink | None,
+    ) -> RunOutcome:
+        size = int(inputs["chunk_items"])
+        chunks = [(n, ordered[start : start + size]) for n, start in enumerate(range(0, len(ordered), size))]
+        with self.database.read() as connection:
+            done = store.load_chunks(connection, run_id)
+        pending = [(n, chunk) for n, chunk in chunks if n not in done]
+        resumed = sum(len(results) for results in done.values())
+        items_done = resumed
+        if progress is not None:
+            progress.start(f"{suite.name} on {version.reference}", len(ordered), resumed)
+        generation = GenerationSettings(**{k: v for k, v in inputs["generation"].items() if k != "decoding"})
+        try:
+            if pending:
+                model_dir = self.model_directory(version)
+                runner = self.chunk_runner or self._local_runner
+                for number, results in runner(model_dir, version, suite, pending, generation, inputs["judge"]):
+                    items_done += len(results)
+                    with self.database.transaction() as connection:
+                        store.save_chunk(connection, run_id, number, results, items_done)
+                    done[number] = results
+                    if progress is not None:
+                        progress.advance(len(results))
+        except BaseException as error:  # Ctrl-C included: record it, keep the chunks, re-raise
+            with self.database.transaction() as connection:
+                store.finish_run(
+                    connection, run_id, "failed", self.clock.now(), error=f"{type(error).__name__}: {error}", evidence_id=None
+                )
+            raise
+        results = [result for n in sorted(done) for result in done[n]]
+        return self._complete(caller, run_id, version, suite, results, inputs, resumed)
+
+    def _local_runner(
+        self,
+        model_dir: Path,
+        version: ModelVersion,
+        suite: Suite,
+        chunks: Sequence[tuple[int, list[Item]]],
+        generation: GenerationSettings,
+        judge_spec: str,
+    ) -> Iterator[tuple[int, list[ItemResult]]]:
+        engine = self.engine_provider(model_dir, version.manifest_digest)
+        judge = self.judge_provider(judge_spec)
+        try:
+            for number, chunk in chunks:
+                yield number, score_chunk(engine, suite, chunk, generation, judge)
+        finally:
+            engine.close()
+
+    def _complete(
+        self,
+        caller: Caller,
+        run_id: str,
+        version: ModelVersion,
+        suite: Suite,
+        results: list[ItemResult],
+        inputs: dict[str, Any],
+        resumed: int,
+    ) -> RunOutcome:
+        summary = summarise(suite, results)
+        headline = Estimate.from_dict(summary["headline"])
+        now = self.clock.now()
+        provenance = {k: v for k, v in inputs.items() if k != "item_keys"}
+        provenance["run"] = run_id
+        provenance["items_digest"] = hashlib.sha256("\n".join(inputs["item_keys"]).encode()).hexdigest()
+        evidence = Evidence(
+            id=new_id(),
+            kind=EvidenceKind.RUN,
+            model_version_id=version.id,
+            created_at=now,
+            title=f"{suite.title} ({headline.n} items)",
+            suite=suite.name,
+            domain=suite.domain,
+            safeguard=suite.safeguard,
+            headline=headline,
+            summary={**summary, "caveat": suite.caveat},
+            provenance=provenance,
+            author=caller.actor,
+        )
+        with self.database.transaction() as connection:
+            store.insert_evidence(connection, evidence)
+            store.finish_run(connection, run_id, "completed", now, error=None, evidence_id=evidence.id)
+            profile_version = self._new_profile(connection, version)
+            self.audit.append(
+                connection,
+                actor=caller.actor,
+                action="risk.run.completed",
+                resource=f"model:{version.reference}",
+                details={
+                    "run": run_id,
+                    "suite": suite.name,
+                    "evidence": evidence.id,
+                    "headline": describe_estimate(headline),
+                    "profile_version": profile_version,
+                },
+            )
+        return RunOutcome(run_id, suite.name, "completed", len(results), resumed, evidence, profile_version)
+
+    def _new_profile(self, connection: Any, version: ModelVersion) -> int:
+        evidence = store.list_evidence(connection, version.id)
+        number = store.next_profile_version(connection, version.id)
+        profile = build_profile(version.id, version.reference, number, self.clock.now(), evidence)
+        store.insert_profile(connection, version.id, number, profile.created_at, profile.to_dict())
+        return number
+
+    # --- evidence from elsewhere ----------------------------------------------------------
+
+    def record_evidence(self, caller: Caller, version: ModelVersion, evidence: Evidence, action: str) -> int:
+        """Store one evidence item (a tamper grid, say) and the profile version it starts."""
+        with self.database.transaction() as connection:
+            store.insert_evidence(connection, evidence)
+            profile_version = self._new_profile(connection, version)
+            self.audit.append(
+                connection,
+                actor=caller.actor,
+                action=action,
+                resource=f"model:{version.reference}",
+                details={"evidence": evidence.id, "title": evidence.title, "profile_version": profile_version},
+            )
+        return profile_version
+
+    def import_log(
+        self, caller: Caller, reference: str, data: bytes, filename: str, *, override_reason: str | None = None
+    ) -> tuple[list[Evidence], int]:
+        """Import an Inspect log (`.eval` zip or `.json`) or an lm-evaluation-harness results JSON.
+
+        Refused unless it parses, its run finished, it reports a known task, and it names no other
+        model digest than this version's (an operator may override the digest check, with a reason
+        that is recorded).
+        """
+        authorize_assessment(caller)
+        version = self.registry.find_version(reference)
+        if len(data) > MAX_LOG_JSON_BYTES:
+            raise TooLarge(f"{filename} is larger than {MAX_LOG_JSON_BYTES} bytes", hint="import the summary log only")
+        parsed = parse_log_bytes(data, filename)
+        if parsed.status not in ("success", ""):
+            raise InvalidInput(
+                f"{filename} records an evaluation that did not finish (status {parsed.status!r})",
+                hint="import the log of a completed run",
+            )
+        if parsed.model_digest is not None and parsed.model_digest != version.manifest_digest:
+            if not override_reason:
+                raise Conflict(
+                    f"{filename} was produced on model digest {parsed.model_digest}, not {reference} "
+                    f"({version.manifest_digest})",
+                    hint="import it against the right version, or pass --override-reason to record why it applies",
+                )
+        digest = hashlib.sha256(data).hexdigest()
+        items: list[Evidence] = []
+        now = self.clock.now()
+        for metric in parsed.metrics:
+            mapping = map_task(metric.task)
+            if mapping is None or metric.metric not in (mapping.metric, "accuracy", "acc", "mean", "score"):
+                continue
+            headline = None
+            if metric.n and 0.0 <= metric.value <= 1.0:
+                headline = estimate(mapping.metric, round(metric.value * metric.n), metric.n, chance=mapping.chance)
+            items.append(
+                Evidence(
+                    id=new_id(),
+                    kind=EvidenceKind.IMPORT,
+                    model_version_id=version.id,
+                    created_at=now,
+                    title=f"{metric.task} imported from {filename}",
+                    suite=mapping.suite_like,
+                    domain=mapping.domain,
+                    safeguard=mapping.safeguard,
+                    headline=headline,
+                    summary={"value": metric.value, "stderr": metric.stderr, "n": metric.n, "metric": metric.metric},
+                    provenance={
+                        "file": Path(filename).name,
+                        "sha256": digest,
+                        "format": parsed.format,
+                        "log_model": parsed.model,
+                        "log_model_digest": parsed.model_digest,
+                        "model_bound": parsed.model_digest == version.manifest_digest,
+                        "override_reason": override_reason,
+                        "log_created": parsed.created,
+                    },
+                    author=caller.actor,
+                )
+            )
+        if not items:
+            tasks = sorted({m.task for m in parsed.metrics}) or ["none"]
+            raise InvalidInput(
+                f"{filename} reports no task Aperture can map to a risk domain (tasks: {', '.join(tasks)})",
+                hint="known tasks include wmdp_bio, wmdp_chem, wmdp_cyber, strong_reject, xstest, harmbench",
+            )
+        with self.database.transaction() as connection:
+            for item in items:
+                store.insert_evidence(connection, item)
+            profile_version = self._new_profile(connection, version)
+            self.audit.append(
+                connection,
+                actor=caller.actor,
+                action="risk.evidence.imported",
+                resource=f"model:{version.reference}",
+                details={
+                    "file_sha256": digest,
+                    "format": parsed.format,
+                    "evidence": [i.id for i in items],
+                    "override_reason": override_reason,
+                    "profile_version": profile_version,
+                },
+            )
+        return items, profile_version
+
+    def add_finding(
+        self,
+        caller: Caller,
+        reference: str,
+        *,
+        title: str,
+        summary: str,
+        author: str,
+        domain: RiskDomain | None = None,
+        safeguard: Safeguard | None = None,
+        attachment: Path | None = None,
+    ) -> tuple[Evidence, int]:
+        """A manual expert finding (a red-team report): no number, an author, an optional attachment.
+
+        The attachment is stored content-addressed in the artifact store and referenced by the
+        finding, in the same transaction as the finding itself.
+        """
+        authorize_assessment(caller)
+        if not title.strip() or not author.strip():
+            raise InvalidInput("a finding needs a title and an author", hint="pass --title and --author")
+        if domain is None and safeguard is None:
+            raise InvalidInput("a finding needs a risk domain or a safeguard", hint="pass --domain or --safeguard")
+        version = self.registry.find_version(reference)
+        evidence_id = new_id()
+        provenance: dict[str, Any] = {}
+        with self.vault.staging() as staged:
+            blobs = []
+            if attachment is not None:
+                if not attachment.is_file():
+                    raise NotFound(f"attachment {attachment} does not exist", hint="check the path")
+                if attachment.stat().st_size > MAX_ATTACHMENT_BYTES:
+                    raise TooLarge(
+                        f"attachment {attachment.name} is larger than {MAX_ATTACHMENT_BYTES} bytes",
+                        hint="attach a summary and keep the full report in your document system",
+                    )
+                blobs = self.vault.store(staged, [self.vault.source_file(attachment, attachment.name)])
+                provenance = {"attachment": attachment.name, "sha256": blobs[0].digest, "bytes": blobs[0].size}
+            evidence = Evidence(
+                id=evidence_id,
+                kind=EvidenceKind.FINDING,
+                model_version_id=version.id,
+                created_at=self.clock.now(),
+                title=title.strip(),
+                suite=None,
+                domain=domain,
+                safeguard=safeguard,
+                headline=None,
+                summary={"text": summary},
+                provenance=provenance,
+                author=author.strip(),
+            )
+            with self.vault.committing(blobs), self.database.transaction() as connection:
+                if blobs:
+                    self.vault.reference(connection, f"finding:{evidence_id}", blobs, evidence.created_at)
+                store.insert_evidence(connection, evidence)
+                profile_version = self._new_profile(connection, version)
+                self.audit.append(
+                    connection,
+                    actor=caller.actor,
+                    action="risk.finding.attached",
+                    resource=f"model:{version.reference}",
+                    details={"evidence": evidence.id, "title": evidence.title, "attachment": provenance or None},
+                )
+        return evidence, profile_version
+
+    # --- reading --------------------------------------------------------------------------
+
+    def profile(self, reference: str, profile_version: int | None = None) -> dict[str, Any]:
+        version = self.registry.find_version(reference)
+        with self.database.read() as connection:
+            payload = store.load_profile(connection, version.id, profile_version)
+            versions = store.profile_versions(connection, version.id)
+        if payload is None:
+            if profile_version is not None:
+                raise NotFound(f"{reference} has no risk profile version {profile_version}", hint="see `assess show`")
+            profile = build_profile(version.id, version.reference, 0, self.clock.now(), [])
+            payload = profile.to_dict()
+        payload["versions"] = [{"version": v, "created_at": c.isoformat()} for v, c in versions]
+        return payload
+
+    def runs(self, reference: str | None = None) -> list[dict[str, Any]]:
+        version_id = self.registry.find_version(reference).id if reference else None
+        with self.database.read() as connection:
+            runs = store.list_runs(connection, version_id)
+        for run in runs:
+            run["inputs"].pop("item_keys", None)
+        return runs
+
+    def run_details(self, caller: Caller, run_id: str) -> dict[str, Any]:
+        """A run with every item's result (including generated answers: assessors only)."""
+        authorize_assessment(caller)
+        with self.database.read() as connection:
+            run = store.load_run(connection, run_id)
+            if run is None:
+                raise NotFound(f"no assessment run {run_id}", hint="list runs with `aperture assess runs`")
+            chunks = store.load_chunks(connection, run_id)
+        run["results"] = [r.to_dict() for n in sorted(chunks) for r in chunks[n]]
+        return run
+
+
+def describe_estimate(value: Estimate) -> str:
+    """An estimate as audit-log text (the log's canonical JSON holds no floats)."""
+    return f"{value.metric} {value.value:.4f} (95% CI {value.low:.4f}-{value.high:.4f}, n={value.n})"
+
+
+def parse_log_bytes(data: bytes, filename: str) -> ParsedLog:
+    """Detect and parse an evaluation log without executing or unpickling anything."""
+    if data[:4] == b"PK\x03\x04":
+        return _parse_inspect_zip(data, filename)
+    try:
+        document = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InvalidInput(
+            f"{filename} is neither an Inspect `.eval` archive nor JSON ({error})",
+            hint="pass an Inspect log (.eval or .json) or an lm-evaluation-harness results JSON",
+        ) from None
+    if not isinstance(document, dict):
+        raise InvalidInput(f"{filename} is JSON but not an object", hint="pass an evaluation log")
+    if "eval" in document:
+        return parse_inspect_log(document, "inspect-json")
+    if "results" in document:
+        return parse_lm_eval_results(document)
+    raise InvalidInput(f"{filename} is not a known evaluation log format", hint="Inspect or lm-evaluation-harness")
+
+
+MAX_ZIP_MEMBER_BYTES = 16 * 1024 * 1024
+
+
+def _parse_inspect_zip(data: bytes, filename: str) -> ParsedLog:
+    """An Inspect `.eval` file: a zip with `header.json` (eval spec, results) and per-sample files."""
+    import io
+
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        names = set(archive.namelist())
+        member = "header.json" if "header.json" in names else "_journal/start.json"
+        if member not in names:
+            raise InvalidInput(
+                f"{filename} is a zip without Inspect's header.json", hint="is the log complete? re-export it"
+            )
+        info = archive.getinfo(member)
+        if info.file_size > MAX_ZIP_MEMBER_BYTES:
+            raise TooLarge(f"{filename}: {member} is larger than {MAX_ZIP_MEMBER_BYTES} bytes", hint="not an Inspect log")
+        with archive.open(info) as handle:
+            raw = handle.read(MAX_ZIP_MEMBER_BYTES + 1)
+        header = json.loads(raw)
+    except (zipfile.BadZipFile, EOFError, json.JSONDecodeError, UnicodeDecodeError, KeyError) as error:
+        raise InvalidInput(
+            f"{filename} is a damaged or truncated Inspect log ({type(error).__name__}: {error})",
+            hint="copy the log again; a truncated .eval file cannot be read",
+        ) from None
+    if member != "header.json":
+        raise InvalidInput(
+            f"{filename} holds no results: the evaluation did not finish", hint="import the log of a completed run"
+        )
+    return parse_inspect_log(header, "inspect-eval")
