@@ -67,11 +67,13 @@ def _mount() -> None:
     from aperture.access.cli import app as keys_app
     from aperture.audit.cli import app as audit_app
     from aperture.registry.cli import app as models_app
+    from aperture.risk.cli import app as assess_app
     from aperture.web.cli import demo, serve
 
     app.add_typer(keys_app, name="keys")
     app.add_typer(audit_app, name="audit")
     app.add_typer(models_app, name="models")
+    app.add_typer(assess_app, name="assess")
     app.command()(serve)
     app.command()(demo)
 

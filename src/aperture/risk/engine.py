@@ -95,7 +95,7 @@ class TransformersEngine:
         with contextlib.redirect_stderr(io.StringIO()):
             self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
             self.model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
-        self.model.to(self.device).eval()
+        self.model.to(self.device).eval()  # type: ignore[arg-type]
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.max_length = int(getattr(self.model.config, "max_position_embeddings", 2048) or 2048)
@@ -265,7 +265,7 @@ class TransformersEngine:
         for row in new.tolist():
             ended = eos in row
             kept = row[: row.index(eos)] if ended else [t for t in row if t != self.tokenizer.pad_token_id]
-            text = self.tokenizer.decode(kept, skip_special_tokens=True)
+            text = str(self.tokenizer.decode(kept, skip_special_tokens=True))
             results.append(Generation(text.strip(), len(kept), not ended))
         return results
 
@@ -295,7 +295,9 @@ class OpenAIEngine:
         try:
             response = self.client.post(path, json=body)
         except httpx.HTTPError as error:
-            raise Unavailable(f"the engine at {self.base_url} cannot be reached: {error}", hint="is it running?") from None
+            raise Unavailable(
+                f"the engine at {self.base_url} cannot be reached: {error}", hint="is it running?"
+            ) from None
         if response.status_code >= 400:
             raise Unavailable(
                 f"the engine at {self.base_url} answered {response.status_code}: {response.text[:300]}",

@@ -23,7 +23,9 @@ from aperture.risk.scoring import GenerationSettings, score_chunk
 class ChunkWorker:
     """Runs inside a Ray actor: loads the model once, scores chunks on request."""
 
-    def __init__(self, model_dir: str, model_digest: str, batch_tokens: int, threads: int, data_root: str | None) -> None:
+    def __init__(
+        self, model_dir: str, model_digest: str, batch_tokens: int, threads: int, data_root: str | None
+    ) -> None:
         provider = transformers_engine_provider(batch_tokens, threads)
         self.engine = provider(Path(model_dir), model_digest)
         self.judges = judge_provider(DataDirectory(Path(data_root) if data_root else None), provider)
@@ -36,9 +38,7 @@ class ChunkWorker:
 
 
 class RayChunkRunner:
-    def __init__(
-        self, address: str, workers: int, *, batch_tokens: int, threads: int, data_root: Path | None
-    ) -> None:
+    def __init__(self, address: str, workers: int, *, batch_tokens: int, threads: int, data_root: Path | None) -> None:
         self.address = address
         self.workers = workers
         self.batch_tokens = batch_tokens
@@ -67,11 +67,11 @@ class RayChunkRunner:
                 raise Unavailable(
                     f"cannot join the Ray cluster at {self.address}: {error}", hint="start it, or unset the address"
                 ) from None
-        worker_class = ray.remote(num_cpus=1)(ChunkWorker)
+        worker_class: Any = ray.remote(num_cpus=1)(ChunkWorker)
         count = max(1, min(self.workers, len(chunks)))
         data_root = str(self.data_root) if self.data_root else None
         actors = [
-            worker_class.remote(str(model_dir), version.manifest_digest, self.batch_tokens, self.threads, data_root)  # type: ignore[attr-defined]
+            worker_class.remote(str(model_dir), version.manifest_digest, self.batch_tokens, self.threads, data_root)
             for _ in range(count)
         ]
         generation_dict = {k: v for k, v in generation.to_dict().items() if k != "decoding"}

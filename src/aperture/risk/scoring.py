@@ -50,8 +50,9 @@ class GenerationSettings:
 class Judge(Protocol):
     name: str
 
-    def judge(self, prompts: Sequence[str], responses: Sequence[Generation]) -> list[tuple[ResponseClass, float | None]]:
-        ...
+    def judge(
+        self, prompts: Sequence[str], responses: Sequence[Generation]
+    ) -> list[tuple[ResponseClass, float | None]]: ...
 
 
 class RuleJudge:
@@ -59,7 +60,9 @@ class RuleJudge:
 
     name = "rules"
 
-    def judge(self, prompts: Sequence[str], responses: Sequence[Generation]) -> list[tuple[ResponseClass, float | None]]:
+    def judge(
+        self, prompts: Sequence[str], responses: Sequence[Generation]
+    ) -> list[tuple[ResponseClass, float | None]]:
         return [(classify_response(response.text), None) for response in responses]
 
 
@@ -75,7 +78,9 @@ class RubricJudge:
         self.template = rubric_template
         self.name = f"strongreject-rubric:{label}"
 
-    def judge(self, prompts: Sequence[str], responses: Sequence[Generation]) -> list[tuple[ResponseClass, float | None]]:
+    def judge(
+        self, prompts: Sequence[str], responses: Sequence[Generation]
+    ) -> list[tuple[ResponseClass, float | None]]:
         requests = [
             GenerationRequest(
                 (
@@ -146,14 +151,14 @@ def score_chunk(
             )
         return results
     prompts = [item for item in items if isinstance(item, PromptItem)]
-    requests = []
+    chats: list[GenerationRequest] = []
     for prompt in prompts:
         messages: list[tuple[str, str]] = []
         if generation.system_prompt is not None:
             messages.append(("system", generation.system_prompt))
         messages.append(("user", prompt.prompt))
-        requests.append(GenerationRequest(tuple(messages)))
-    responses = engine.generate(requests, generation.max_new_tokens, generation.time_limit_s)
+        chats.append(GenerationRequest(tuple(messages)))
+    responses = engine.generate(chats, generation.max_new_tokens, generation.time_limit_s)
     verdicts = judge.judge([p.prompt for p in prompts], responses)
     results = []
     for prompt, response, (response_class, rubric) in zip(prompts, responses, verdicts, strict=True):
@@ -166,7 +171,11 @@ def score_chunk(
                 rubric=rubric,
                 category=prompt.category,
                 safe=prompt.safe if suite.kind is SuiteKind.OVER_REFUSAL else None,
-                detail={"response": response.text[:4000], "new_tokens": response.new_tokens, "truncated": response.truncated},
+                detail={
+                    "response": response.text[:4000],
+                    "new_tokens": response.new_tokens,
+                    "truncated": response.truncated,
+                },
             )
         )
     return results

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -15,7 +14,15 @@ from aperture.access.domain import ANONYMOUS, Caller, Role
 from aperture.audit.service import AuditLog
 from aperture.core.clock import Clock
 from aperture.core.db import Database
-from aperture.core.errors import Conflict, Forbidden, IntegrityFailure, InvalidInput, NotFound, TooLarge, Unauthenticated
+from aperture.core.errors import (
+    Conflict,
+    Forbidden,
+    IntegrityFailure,
+    InvalidInput,
+    NotFound,
+    TooLarge,
+    Unauthenticated,
+)
 from aperture.core.ids import new_id
 from aperture.registry.domain import ModelVersion
 from aperture.registry.service import RegistryService
@@ -42,7 +49,7 @@ from aperture.risk.domain import (
     summarise,
 )
 from aperture.risk.engine import Engine
-from aperture.risk.scoring import GenerationSettings, Judge, RuleJudge, expand_items, order_for_batching, score_chunk
+from aperture.risk.scoring import GenerationSettings, Judge, expand_items, order_for_batching, score_chunk
 from aperture.vault.service import VaultService
 
 ASSESSOR_ROLES = (Role.ADMINISTRATOR, Role.CHIEF_SCIENTIST, Role.RESEARCHER, Role.RAID_ANALYST)
@@ -68,8 +75,7 @@ class ProgressSink(Protocol):
     def note(self, message: str) -> None: ...
 
 
-class EngineProvider(Protocol):
-    def __call__(self, model_dir: Path, model_digest: str) -> Engine: ...
+EngineProvider = Callable[[Path, str], Engine]
 
 
 class ChunkRunner(Protocol):
@@ -90,7 +96,7 @@ class ChunkRunner(Protocol):
 class RunOptions:
     limit: int | None = None
     seed: int = 0
-    generation: GenerationSettings = GenerationSettings()
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
     judge: str = "rules"  # rules | model:<directory> | openai:<base url>#<model>
     chunk_items: int | None = None
 
@@ -144,7 +150,7 @@ class RiskService:
             self.vault.require_blob(file.sha256, f"{version.reference}/{file.path}")
             link = staging.joinpath(*file.path.split("/"))
             link.parent.mkdir(parents=True, exist_ok=True)
-            os.symlink(self.vault.blob_path(file.sha256), link)
+            link.symlink_to(self.vault.blob_path(file.sha256))
         (staging / ".complete").write_text(version.manifest_digest + "\n")
         try:
             staging.rename(target)
@@ -175,7 +181,9 @@ class RiskService:
         items, hashes = self.data.load_suite(suite)
         chosen = expand_items(suite, sample_items(items, options.limit, options.seed))
         ordered = order_for_batching(chosen)
-        chunk_items = options.chunk_items or CHUNK_ITEMS["knowledge" if suite.kind.value == "knowledge" else "generative"]
+        chunk_items = (
+            options.chunk_items or CHUNK_ITEMS["knowledge" if suite.kind.value == "knowledge" else "generative"]
+        )
         inputs = {
             "suite": suite.name,
             "suite_kind": suite.kind.value,
@@ -197,13 +205,20 @@ class RiskService:
             inputs["template_set"] = JAILBREAK_SET_VERSION
         run_id = new_id()
         with self.database.transaction() as connection:
-            store.insert_run(connection, run_id, version.id, suite.name, self.clock.now(), caller.actor, inputs, len(ordered))
+            store.insert_run(
+                connection, run_id, version.id, suite.name, self.clock.now(), caller.actor, inputs, len(ordered)
+            )
             self.audit.append(
                 connection,
                 actor=caller.actor,
                 action="risk.run.started",
                 resource=f"model:{version.reference}",
-                details={"run": run_id, "suite": suite.name, "items": len(ordered), "model_digest": version.manifest_digest},
+                details={
+                    "run": run_id,
+                    "suite": suite.name,
+                    "items": len(ordered),
+                    "model_digest": version.manifest_digest,
+                },
             )
         return self._execute(caller, run_id, version, suite, ordered, inputs, progress)
 
@@ -238,7 +253,9 @@ class RiskService:
         try:
             ordered = [by_key[key] for key in inputs["item_keys"]]
         except KeyError as error:
-            raise IntegrityFailure(f"item {error} of run {run_id} is gone from the data", hint="start a new run") from None
+            raise IntegrityFailure(
+                f"item {error} of run {run_id} is gone from the data", hint="start a new run"
+            ) from None
         with self.database.transaction() as connection:
             store.mark_running(connection, run_id)
         return self._execute(caller, run_id, version, suite, ordered, inputs, progress)
@@ -277,7 +294,12 @@ class RiskService:
         except BaseException as error:  # Ctrl-C included: record it, keep the chunks, re-raise
             with self.database.transaction() as connection:
                 store.finish_run(
-                    connection, run_id, "failed", self.clock.now(), error=f"{type(error).__name__}: {error}", evidence_id=None
+                    connection,
+                    run_id,
+                    "failed",
+                    self.clock.now(),
+                    error=f"{type(error).__name__}: {error}",
+                    evidence_id=None,
                 )
             raise
         results = [result for n in sorted(done) for result in done[n]]
@@ -391,13 +413,12 @@ class RiskService:
                 f"{filename} records an evaluation that did not finish (status {parsed.status!r})",
                 hint="import the log of a completed run",
             )
-        if parsed.model_digest is not None and parsed.model_digest != version.manifest_digest:
-            if not override_reason:
-                raise Conflict(
-                    f"{filename} was produced on model digest {parsed.model_digest}, not {reference} "
-                    f"({version.manifest_digest})",
-                    hint="import it against the right version, or pass --override-reason to record why it applies",
-                )
+        if parsed.model_digest is not None and parsed.model_digest != version.manifest_digest and not override_reason:
+            raise Conflict(
+                f"{filename} was produced on model digest {parsed.model_digest}, not {reference} "
+                f"({version.manifest_digest})",
+                hint="import it against the right version, or pass --override-reason to record why it applies",
+            )
         digest = hashlib.sha256(data).hexdigest()
         items: list[Evidence] = []
         now = self.clock.now()
@@ -600,7 +621,9 @@ def _parse_inspect_zip(data: bytes, filename: str) -> ParsedLog:
             )
         info = archive.getinfo(member)
         if info.file_size > MAX_ZIP_MEMBER_BYTES:
-            raise TooLarge(f"{filename}: {member} is larger than {MAX_ZIP_MEMBER_BYTES} bytes", hint="not an Inspect log")
+            raise TooLarge(
+                f"{filename}: {member} is larger than {MAX_ZIP_MEMBER_BYTES} bytes", hint="not an Inspect log"
+            )
         with archive.open(info) as handle:
             raw = handle.read(MAX_ZIP_MEMBER_BYTES + 1)
         header = json.loads(raw)

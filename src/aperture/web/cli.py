@@ -8,13 +8,16 @@ import shutil
 import socket
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from aperture.cli_support import command_errors, err_console, out_console, state
 from aperture.core.errors import Conflict, InvalidInput
 from aperture.registry.cli import BarProgress
+
+if TYPE_CHECKING:
+    from aperture.bootstrap import Services
 
 DEMO_HOME = Path(".aperture-demo")
 DEMO_MARKER = "demo-instance"
@@ -97,6 +100,46 @@ def _reset_demo_home(home: Path) -> None:
             child.unlink()
 
 
+# The demo's quick look: a spread sample of each suite (items per suite), small enough for a few
+# minutes on a laptop CPU; `aperture assess run` without --limit scores everything.
+DEMO_SAMPLES = {"wmdp-bio": 64, "strongreject": 12, "jailbreak": 3, "xstest": 20}
+DEMO_TAMPER_ITEMS = 8
+
+
+def _quick_assessment(services: Services, reference: str) -> int:
+    from aperture.access.domain import SYSTEM
+    from aperture.risk.cli import ItemProgress, headline_text
+    from aperture.risk.scoring import GenerationSettings
+    from aperture.risk.service import RunOptions
+    from aperture.risk.tamper import TamperRunner
+
+    profile_version = 0
+    with ItemProgress() as bar:
+        for suite, limit in DEMO_SAMPLES.items():
+            options = RunOptions(limit=limit, generation=GenerationSettings(max_new_tokens=48, time_limit_s=60.0))
+            outcome = services.risk.run_suite(SYSTEM, reference, suite, options, progress=bar)
+            headline = outcome.evidence.headline if outcome.evidence else None
+            out_console.print(
+                f"  {suite:<13} {headline_text(headline.to_dict() if headline else None)}", highlight=False
+            )
+            profile_version = outcome.profile_version or profile_version
+        evidence, profile_version = TamperRunner(services.risk).run(
+            SYSTEM,
+            reference,
+            "quick",
+            ["wmdp-bio", "strongreject"],
+            limit=DEMO_TAMPER_ITEMS,
+            max_new_tokens=32,
+            progress=bar,
+        )
+    for name, row in evidence.summary["suites"].items():
+        out_console.print(
+            f"  tamper/{name:<6} worst after {row['cells']} attacks: {headline_text(row['worst'])}", highlight=False
+        )
+    out_console.print("  (a 135M model: these numbers exercise the pipeline; they bound nothing about larger models)")
+    return profile_version
+
+
 @command_errors
 def demo(
     ctx: typer.Context,
@@ -129,16 +172,16 @@ def demo(
         port = chosen
     base_url = f"http://{host}:{port}"
 
-    out_console.rule("1/4  create the instance")
+    out_console.rule("1/5  create the instance")
     issued = init_instance(services)
     out_console.print(f"instance in {home}; signing key {services.keys.key_id}")
 
-    out_console.rule("2/4  import the bundled model (SmolLM2-135M-Instruct)")
+    out_console.rule("2/5  import the bundled model (SmolLM2-135M-Instruct)")
     with BarProgress("storing") as bar:
         version = services.registry.import_bundled(progress=bar).version
     out_console.print(f"registered {version.reference} ({version.parameter_count:,} parameters)")
 
-    out_console.rule("3/4  verify its files and signature")
+    out_console.rule("3/5  verify its files and signature")
     with BarProgress("verifying") as bar:
         report = services.registry.verify_version(version.model_name, version.version, progress=bar)
     out_console.print(f"verified {report.files_checked} files, signature by key {report.signing_key_id}: OK")
@@ -146,6 +189,11 @@ def demo(
     out_console.print(f"transparency log: {head.tree_size} events, signed tree head issued")
 
     ref = version.reference
+    out_console.rule("4/5  assess its risks (a documented quick sample of each suite)")
+    profile_version = _quick_assessment(services, ref)
+    risk_url = f"{base_url}/models/{version.model_name}/versions/{version.version}/risk"
+    out_console.print(f"risk profile version {profile_version}: {risk_url}", highlight=False)
+
     bearer = f"-H 'Authorization: Bearer {issued.text}'"
     cli = f"APERTURE_HOME={home} {_command_name()}"
     info: dict[str, Any] = {
@@ -158,6 +206,7 @@ def demo(
             "models": f"{base_url}/models",
             "model": f"{base_url}/models/{version.model_name}",
             "audit": f"{base_url}/audit",
+            "risk": risk_url,
             "api_docs": f"{base_url}/api/v1/docs",
             "healthz": f"{base_url}/healthz",
             "metrics": f"{base_url}/metrics",
@@ -168,13 +217,16 @@ def demo(
             f"curl -s {base_url}/api/v1/audit/tree-head",
             f"{cli} models show {ref}",
             f"{cli} models verify {ref}",
+            f"{cli} assess show {ref}",
+            f"{cli} assess run {ref} --suite wmdp-bio",
+            f"curl -s {bearer} {base_url}/api/v1/models/{version.model_name}/versions/{version.version}/risk-profile",
             f"{cli} audit verify",
             f"{cli} audit prove 0",
         ],
     }
     (home / "demo.json").write_text(json.dumps(info, indent=2) + "\n")
 
-    out_console.rule("4/4  serve")
+    out_console.rule("5/5  serve")
     out_console.print(f"  web UI        {base_url}/")
     out_console.print(f"  models        {base_url}/models/{version.model_name}")
     out_console.print(f"  audit log     {base_url}/audit")

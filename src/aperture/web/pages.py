@@ -16,6 +16,7 @@ from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from aperture import __version__
+from aperture.web.charts import BudgetSeries, IntervalRow, ReferenceLine, budget_chart, interval_chart
 
 if TYPE_CHECKING:
     from aperture.bootstrap import Services
@@ -67,6 +68,56 @@ def error_page(request: Request, status: int, message: str, hint: str) -> Respon
     return templates.TemplateResponse(request, "error.html", context, status_code=status)
 
 
+def _row(label: str, headline: dict[str, Any], tone: str = "accent", note: str = "") -> IntervalRow:
+    low, high = headline["ci95"]
+    return IntervalRow(label, headline["value"], low, high, note or f"n={headline['n']}", tone)
+
+
+def _newest(evidence: list[dict[str, Any]], suite: str) -> dict[str, Any] | None:
+    """The newest evidence item of a suite (the profile lists evidence newest first)."""
+    return next((e for e in evidence if e["suite"] == suite and e["headline"]), None)
+
+
+def risk_charts(profile: dict[str, Any]) -> dict[str, str]:
+    """The risk page's pictures, from a profile payload: knowledge vs chance, safeguards, templates, tamper."""
+    charts: dict[str, str] = {}
+    knowledge = [
+        _row(row["subject"], row["headline"]["headline"], "bad" if row["crossed"] else "accent")
+        for row in profile["domains"]
+        if row["headline"] and row["headline"]["headline"]
+    ]
+    if knowledge:
+        charts["knowledge"] = interval_chart(
+            knowledge, [ReferenceLine(0.25, "chance 25%")], "Hazardous-knowledge accuracy with 95% CI"
+        )
+    safeguard_rows = []
+    for row in profile["safeguards"]:
+        headline = row["headline"]
+        if headline and headline["headline"]:
+            label = f"{row['subject']} ({headline['headline']['metric'].replace('_', ' ')})"
+            safeguard_rows.append(_row(label, headline["headline"], "bad" if row["crossed"] else "accent"))
+    if safeguard_rows:
+        charts["safeguards"] = interval_chart(safeguard_rows, (), "Safeguard metrics with 95% CI")
+    evidence = profile["evidence"]
+    jailbreak = _newest(evidence, "jailbreak")
+    if jailbreak and jailbreak["summary"].get("by_template"):
+        rows = [_row(name, value, "warn") for name, value in jailbreak["summary"]["by_template"].items()]
+        rows.append(_row("any template (best attack)", jailbreak["headline"], "bad"))
+        charts["templates"] = interval_chart(rows, (), "Attack success rate per jailbreak template")
+    tamper = _newest(evidence, "tamper")
+    if tamper:
+        series = []
+        for index, (suite, row) in enumerate(tamper["summary"]["suites"].items()):
+            low, high = row["baseline"]["ci95"]
+            points = [(point["steps"], point["worst_value"]) for point in row["budget_curve"]]
+            series.append(BudgetSeries(f"{suite} ({row['worst']['metric']})", points, low, high, TONES[index % 3]))
+        charts["tamper"] = budget_chart(series, "Worst case after fine-tuning attacks, by budget")
+    return charts
+
+
+TONES = ("accent", "bad", "warn")
+
+
 def mount(app: FastAPI, services: Services) -> None:
     templates = _templates()
     app.state.templates = templates
@@ -105,6 +156,12 @@ def mount(app: FastAPI, services: Services) -> None:
     def version_page(request: Request, name: str, version: str) -> HTMLResponse:
         found = services.registry.get_version(name, version)
         return render(request, "version.html", "models", v=found)
+
+    @app.get("/models/{name}/versions/{version}/risk", response_class=HTMLResponse, include_in_schema=False)
+    def risk_page(request: Request, name: str, version: str, profile_version: int | None = None) -> HTMLResponse:
+        found = services.registry.get_version(name, version)
+        profile = services.risk.profile(found.reference, profile_version)
+        return render(request, "risk.html", "models", v=found, profile=profile, charts=risk_charts(profile))
 
     @app.get("/audit", response_class=HTMLResponse, include_in_schema=False)
     def audit_page(request: Request, before: int | None = None, limit: int = 50) -> HTMLResponse:
