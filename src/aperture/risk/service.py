@@ -607,6 +607,41 @@ def parse_log_bytes(data: bytes, filename: str) -> ParsedLog:
 MAX_ZIP_MEMBER_BYTES = 16 * 1024 * 1024
 
 
+ZIP_STORED, ZIP_DEFLATED, ZIP_ZSTANDARD = 0, 8, 93
+
+
+def _read_member(data: bytes, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
+    """One member's bytes, bounded. Inspect writes Zstandard members (method 93), which Python's
+    zipfile cannot open, so those are located through the local header and decompressed here."""
+    if info.file_size > MAX_ZIP_MEMBER_BYTES:
+        raise TooLarge(f"{info.filename} is larger than {MAX_ZIP_MEMBER_BYTES} bytes", hint="not an Inspect log")
+    if info.compress_type in (ZIP_STORED, ZIP_DEFLATED):
+        with archive.open(info) as handle:
+            return handle.read(MAX_ZIP_MEMBER_BYTES + 1)[:MAX_ZIP_MEMBER_BYTES]
+    if info.compress_type != ZIP_ZSTANDARD:
+        raise InvalidInput(f"{info.filename} uses zip method {info.compress_type}", hint="not an Inspect log")
+    import struct
+
+    import zstandard
+
+    offset = info.header_offset
+    if data[offset : offset + 4] != b"PK\x03\x04":
+        raise zipfile.BadZipFile(f"no local header for {info.filename}")
+    name_length, extra_length = struct.unpack("<HH", data[offset + 26 : offset + 30])
+    start = offset + 30 + name_length + extra_length
+    raw = data[start : start + info.compress_size]
+    if len(raw) != info.compress_size:
+        raise zipfile.BadZipFile(f"{info.filename} is cut short")
+    try:
+        reader = zstandard.ZstdDecompressor().stream_reader(raw)
+        content = reader.read(MAX_ZIP_MEMBER_BYTES + 1)
+    except zstandard.ZstdError as error:
+        raise zipfile.BadZipFile(f"{info.filename}: {error}") from None
+    if len(content) > MAX_ZIP_MEMBER_BYTES:
+        raise TooLarge(f"{info.filename} expands past {MAX_ZIP_MEMBER_BYTES} bytes", hint="not an Inspect log")
+    return bytes(content)
+
+
 def _parse_inspect_zip(data: bytes, filename: str) -> ParsedLog:
     """An Inspect `.eval` file: a zip with `header.json` (eval spec, results) and per-sample files."""
     import io
@@ -614,26 +649,21 @@ def _parse_inspect_zip(data: bytes, filename: str) -> ParsedLog:
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         names = set(archive.namelist())
-        member = "header.json" if "header.json" in names else "_journal/start.json"
-        if member not in names:
-            raise InvalidInput(
-                f"{filename} is a zip without Inspect's header.json", hint="is the log complete? re-export it"
-            )
-        info = archive.getinfo(member)
-        if info.file_size > MAX_ZIP_MEMBER_BYTES:
-            raise TooLarge(
-                f"{filename}: {member} is larger than {MAX_ZIP_MEMBER_BYTES} bytes", hint="not an Inspect log"
-            )
-        with archive.open(info) as handle:
-            raw = handle.read(MAX_ZIP_MEMBER_BYTES + 1)
-        header = json.loads(raw)
-    except (zipfile.BadZipFile, EOFError, json.JSONDecodeError, UnicodeDecodeError, KeyError) as error:
+        if "header.json" not in names:
+            if "_journal/start.json" in names:
+                raise InvalidInput(
+                    f"{filename} holds no results: the evaluation did not finish",
+                    hint="import the log of a completed run",
+                )
+            raise InvalidInput(f"{filename} is a zip without Inspect's header.json", hint="is this an Inspect log?")
+        header = json.loads(_read_member(data, archive, archive.getinfo("header.json")))
+    except (zipfile.BadZipFile, EOFError, json.JSONDecodeError, UnicodeDecodeError, KeyError, ValueError) as error:
+        if isinstance(error, InvalidInput):
+            raise
         raise InvalidInput(
             f"{filename} is a damaged or truncated Inspect log ({type(error).__name__}: {error})",
             hint="copy the log again; a truncated .eval file cannot be read",
         ) from None
-    if member != "header.json":
-        raise InvalidInput(
-            f"{filename} holds no results: the evaluation did not finish", hint="import the log of a completed run"
-        )
+    if not isinstance(header, dict):
+        raise InvalidInput(f"{filename}: header.json is not an object", hint="is this an Inspect log?")
     return parse_inspect_log(header, "inspect-eval")
