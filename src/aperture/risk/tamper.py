@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import time
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -62,6 +63,13 @@ def _training_tensors(engine: TransformersEngine, conversations: Sequence[list[d
 
 def fine_tune(base: Any, examples: Sequence[Any], cell: AttackCell, pad_id: int) -> tuple[Any, float]:
     """A fine-tuned copy of `base` for one grid cell, and its last training loss."""
+    with warnings.catch_warnings():
+        # peft still calls a transformers API deprecated in transformers 5; nothing for us to change.
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return _fine_tune(base, examples, cell, pad_id)
+
+
+def _fine_tune(base: Any, examples: Sequence[Any], cell: AttackCell, pad_id: int) -> tuple[Any, float]:
     import torch
 
     torch.manual_seed(cell.seed)

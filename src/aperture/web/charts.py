@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from html import escape
 
 WIDTH = 720
-LABEL_WIDTH = 230
+LABEL_WIDTH = 170
 ROW = 30
-PLOT = WIDTH - LABEL_WIDTH - 110
+PLOT = WIDTH - LABEL_WIDTH - 210
 
 
 @dataclass(frozen=True, slots=True)

@@ -94,8 +94,9 @@ def risk_charts(profile: dict[str, Any]) -> dict[str, str]:
     for row in profile["safeguards"]:
         headline = row["headline"]
         if headline and headline["headline"]:
-            label = f"{row['subject']} ({headline['headline']['metric'].replace('_', ' ')})"
-            safeguard_rows.append(_row(label, headline["headline"], "bad" if row["crossed"] else "accent"))
+            value = headline["headline"]
+            note = f"{value['metric'].replace('_', ' ')}, n={value['n']}"
+            safeguard_rows.append(_row(row["subject"], value, "bad" if row["crossed"] else "accent", note))
     if safeguard_rows:
         charts["safeguards"] = interval_chart(safeguard_rows, (), "Safeguard metrics with 95% CI")
     evidence = profile["evidence"]
