@@ -255,7 +255,7 @@ def test_import_refuses_bad_logs_and_records_overrides(
 ) -> None:
     ref = tiny_version.reference
     other = _inspect_log(tmp_path / "other.eval", "f" * 64).read_bytes()
-    with pytest.raises(Conflict, match="produced on model digest f+"):
+    with pytest.raises(Conflict, match=r"produced on model digest f+"):
         services.risk.import_log(SYSTEM, ref, other, "other.eval")
     good = _inspect_log(tmp_path / "good.eval", tiny_version.manifest_digest).read_bytes()
     with pytest.raises(InvalidInput, match="damaged or truncated"):

@@ -167,8 +167,10 @@ class TransformersEngine:
         scores: list[list[float]] = [[] for _ in jobs]
         order = sorted(range(len(jobs)), key=lambda i: -len(jobs[i][0]))
         with torch.inference_mode():
-            for batch in self._batches(order, [len(jobs[i][0]) for i in range(len(jobs))]):
-                self._score_batch([jobs[i] for i in batch], [scores[i] for i in batch])
+            prefix = self._shared_prefix(jobs)
+            lengths = [len(jobs[i][0]) - len(prefix[0]) if prefix else len(jobs[i][0]) for i in range(len(jobs))]
+            for batch in self._batches(order, lengths):
+                self._score_batch([jobs[i] for i in batch], [scores[i] for i in batch], prefix)
         # Fold the per-job scores back into per-request tuples.
         results: list[tuple[float, ...]] = []
         job = 0
@@ -195,11 +197,53 @@ class TransformersEngine:
             batches.append(current)
         return batches
 
-    def _score_batch(
-        self, jobs: Sequence[tuple[list[int], list[list[tuple[int, int]]]]], outputs: Sequence[list[float]]
-    ) -> None:
+    def _shared_prefix(
+        self, jobs: Sequence[tuple[list[int], list[list[tuple[int, int]]]]]
+    ) -> tuple[list[int], Any] | None:
+        """The tokens every job starts with (a suite's task description), run once and cached.
+
+        Each batch then runs only its rows' own tokens on a copy of the prefix's keys and values.
+        Used when the prefix is long enough to matter, nothing needs truncating, and every scored
+        position lies after it.
+        """
+        from transformers import DynamicCache
+
+        if len(jobs) < 2 or any(len(tokens) > self.max_length for tokens, _ in jobs):
+            return None
+        first = jobs[0][0]
+        shared = min(len(tokens) for tokens, _ in jobs) - 1
+        for tokens, _ in jobs[1:]:
+            limit = 0
+            while limit < shared and tokens[limit] == first[limit]:
+                limit += 1
+            shared = limit
+        earliest = min(position for _, continuations in jobs for c in continuations for position, _ in c)
+        shared = min(shared, earliest)
+        if shared < 4:
+            return None
         import torch
 
+        cache = DynamicCache()
+        ids = torch.tensor([first[:shared]], device=self.device)
+        self.model.model(input_ids=ids, cache=cache, use_cache=True)
+        return first[:shared], cache
+
+    def _score_batch(
+        self,
+        jobs: Sequence[tuple[list[int], list[list[tuple[int, int]]]]],
+        outputs: Sequence[list[float]],
+        prefix: tuple[list[int], Any] | None = None,
+    ) -> None:
+        import copy
+
+        import torch
+
+        if prefix is not None:
+            skip = len(prefix[0])
+            jobs = [
+                (tokens[skip:], [[(position - skip, token) for position, token in c] for c in continuations])
+                for tokens, continuations in jobs
+            ]
         limit = self.max_length
         width = min(limit, max(len(tokens) for tokens, _ in jobs))
         pad = int(self.tokenizer.pad_token_id)
@@ -220,7 +264,18 @@ class TransformersEngine:
                     tokens_at.append(token)
         input_ids = input_ids.to(self.device)
         attention = attention.to(self.device)
-        hidden = self.model.model(input_ids=input_ids, attention_mask=attention).last_hidden_state
+        if prefix is None:
+            hidden = self.model.model(input_ids=input_ids, attention_mask=attention).last_hidden_state
+        else:
+            cache = copy.deepcopy(prefix[1])
+            cache.batch_repeat_interleave(len(jobs))
+            ones = torch.ones((len(jobs), len(prefix[0])), dtype=attention.dtype, device=self.device)
+            hidden = self.model.model(
+                input_ids=input_ids,
+                attention_mask=torch.cat([ones, attention], dim=1),
+                cache=cache,
+                use_cache=True,
+            ).last_hidden_state
         picked = hidden[torch.tensor(rows, device=self.device), torch.tensor(positions, device=self.device)]
         logprobs = torch.log_softmax(self.model.lm_head(picked).float(), dim=-1)
         values = logprobs[torch.arange(len(rows), device=self.device), torch.tensor(tokens_at, device=self.device)]

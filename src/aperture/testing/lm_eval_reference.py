@@ -21,7 +21,7 @@ dataset_kwargs:
     test: {data}
 test_split: test
 output_type: multiple_choice
-doc_to_text: "{{{{question.strip()}}}}\\nA. {{{{choices[0]}}}}\\nB. {{{{choices[1]}}}}\\nC. {{{{choices[2]}}}}\\nD. {{{{choices[3]}}}}\\nAnswer:"
+doc_to_text: "{doc_to_text}"
 doc_to_choice: ["A", "B", "C", "D"]
 doc_to_target: answer
 description: "{description}"
@@ -30,6 +30,11 @@ metric_list:
     aggregation: mean
     higher_is_better: true
 """
+
+# lm-evaluation-harness's `wmdp_*` template (tasks/wmdp/_default_template_yaml), escaped for YAML.
+DOC_TO_TEXT = (
+    "{{question.strip()}}\\nA. {{choices[0]}}\\nB. {{choices[1]}}\\nC. {{choices[2]}}\\nD. {{choices[3]}}\\nAnswer:"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +63,9 @@ def run_lm_eval(
             handle.write(json.dumps(row) + "\n")
     task = "aperture_wmdp_reference"
     description = header.replace("\n", "\\n")
-    (work_dir / f"{task}.yaml").write_text(TASK_YAML.format(task=task, data=data, description=description))
+    (work_dir / f"{task}.yaml").write_text(
+        TASK_YAML.format(task=task, data=data, description=description, doc_to_text=DOC_TO_TEXT)
+    )
     started = time.perf_counter()
     output = lm_eval.simple_evaluate(
         model="hf",
