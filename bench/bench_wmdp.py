@@ -122,7 +122,8 @@ def main() -> None:
         output = subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
         results.append(json.loads(output))
     parameters = results[0]["parameters"]  # the same weights for every configuration
-    print(f"{'configuration':<14} {'items/s':>8} {'accuracy':>9} {'seconds':>8} {'GFLOP/s':>8} {'MFU':>6} {'peak RSS':>10}")
+    columns = ("items/s", "accuracy", "seconds", "GFLOP/s", "MFU", "peak RSS")
+    print(f"{'configuration':<14} " + " ".join(f"{c:>9}" for c in columns))
     for r in results:
         flops = 2 * parameters * r["tokens"] / r["seconds"]
         label = "aperture" if r["engine"] == "aperture" else f"lm-eval b{r['batch']}"

@@ -15,7 +15,7 @@ from aperture.bootstrap import require_initialised
 from aperture.cli_support import command_errors, err_console, out_console, print_json, state
 from aperture.core.errors import InvalidInput
 from aperture.risk.domain import ATTACK_GRIDS, SUITES, RiskDomain, Safeguard
-from aperture.risk.providers import validate_judge_spec
+from aperture.risk.providers import validate_engine_spec, validate_judge_spec
 from aperture.risk.scoring import GenerationSettings
 from aperture.risk.service import RunOptions, RunOutcome
 
@@ -130,6 +130,9 @@ def run(
     max_new_tokens: int = typer.Option(256, "--max-new-tokens", min=1, max=4096, help="Bound on generated answers."),
     time_limit: float = typer.Option(120.0, "--time-limit", min=1.0, help="Seconds per generation batch at most."),
     judge: str = typer.Option("rules", "--judge", help="rules | model:DIR | openai:URL#MODEL"),
+    engine: str = typer.Option(
+        "local", "--engine", help="local (the version's weights, in process) | openai:URL#MODEL (a served copy)"
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Run evaluation suites on a registered version's weights; each result becomes evidence."""
@@ -138,9 +141,10 @@ def run(
         if name not in SUITES:
             raise InvalidInput(f"there is no suite named {name!r}", hint=f"choose from: {', '.join(SUITES)}, all")
     validate_judge_spec(judge)
+    validate_engine_spec(engine)
     services = state(ctx).services
     require_initialised(services)
-    options = RunOptions(limit, seed, GenerationSettings(max_new_tokens, time_limit), judge)
+    options = RunOptions(limit, seed, GenerationSettings(max_new_tokens, time_limit), judge, engine)
     outcomes = []
     with ItemProgress(quiet=as_json) as bar:
         for name in names:

@@ -49,6 +49,17 @@ def judge_provider(data: DataDirectory, engine_provider: Callable[[Path, str], E
     return provide
 
 
+def validate_engine_spec(spec: str) -> None:
+    if spec == "local":
+        return
+    url, _, model = spec.removeprefix("openai:").partition("#")
+    if not spec.startswith("openai:") or not url.startswith(("http://", "https://")) or not model:
+        raise InvalidInput(
+            f"engine {spec!r} is not understood",
+            hint="use `local` (the version's weights here) or `openai:http://host:port/v1#served-model-name`",
+        )
+
+
 def validate_judge_spec(spec: str) -> None:
     if spec == "rules":
         return

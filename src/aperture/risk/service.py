@@ -98,6 +98,7 @@ class RunOptions:
     seed: int = 0
     generation: GenerationSettings = field(default_factory=GenerationSettings)
     judge: str = "rules"  # rules | model:<directory> | openai:<base url>#<model>
+    engine: str = "local"  # local (the version's weights in this process) | openai:<base url>#<model>
     chunk_items: int | None = None
 
 
@@ -198,6 +199,7 @@ class RiskService:
             "chunk_items": chunk_items,
             "generation": options.generation.to_dict(),
             "judge": options.judge,
+            "engine_spec": options.engine,
         }
         if suite.kind.value == "jailbreak":
             from aperture.risk.domain import JAILBREAK_SET_VERSION
@@ -282,9 +284,14 @@ class RiskService:
         generation = GenerationSettings(**{k: v for k, v in inputs["generation"].items() if k != "decoding"})
         try:
             if pending:
-                model_dir = self.model_directory(version)
-                runner = self.chunk_runner or self._local_runner
-                for number, results in runner(model_dir, version, suite, pending, generation, inputs["judge"]):
+                model_dir = self.model_directory(version) if inputs.get("engine_spec", "local") == "local" else Path()
+                engine_spec = inputs.get("engine_spec", "local")
+                if engine_spec != "local":
+                    results_iter = self._remote_runner(engine_spec, suite, pending, generation, inputs["judge"])
+                else:
+                    runner = self.chunk_runner or self._local_runner
+                    results_iter = runner(model_dir, version, suite, pending, generation, inputs["judge"])
+                for number, results in results_iter:
                     items_done += len(results)
                     with self.database.transaction() as connection:
                         store.save_chunk(connection, run_id, number, results, items_done)
@@ -322,6 +329,27 @@ class RiskService:
         finally:
             engine.close()
 
+    def _remote_runner(
+        self,
+        engine_spec: str,
+        suite: Suite,
+        chunks: Sequence[tuple[int, list[Item]]],
+        generation: GenerationSettings,
+        judge_spec: str,
+    ) -> Iterator[tuple[int, list[ItemResult]]]:
+        """A served copy of the weights (vLLM or another OpenAI-compatible server): the digest it
+        serves is the operator's assertion, recorded as such in the evidence."""
+        from aperture.risk.engine import OpenAIEngine
+
+        url, _, model = engine_spec.removeprefix("openai:").partition("#")
+        engine = OpenAIEngine(url, model)
+        judge = self.judge_provider(judge_spec)
+        try:
+            for number, chunk in chunks:
+                yield number, score_chunk(engine, suite, chunk, generation, judge)
+        finally:
+            engine.close()
+
     def _complete(
         self,
         caller: Caller,
@@ -337,6 +365,8 @@ class RiskService:
         now = self.clock.now()
         provenance = {k: v for k, v in inputs.items() if k != "item_keys"}
         provenance["run"] = run_id
+        if inputs.get("engine_spec", "local") != "local":
+            provenance["model_digest_asserted_by_operator"] = True
         provenance["items_digest"] = hashlib.sha256("\n".join(inputs["item_keys"]).encode()).hexdigest()
         evidence = Evidence(
             id=new_id(),
