@@ -308,3 +308,24 @@ def test_findings_with_attachment(services: Services, tiny_version: ModelVersion
     profile = services.risk.profile(tiny_version.reference)
     bio = next(row for row in profile["domains"] if row["subject"] == "bio")
     assert bio["evidence"] == [evidence.id] and bio["headline"] is None  # a finding carries no number
+
+
+def test_a_local_model_as_rubric_judge_degrades_to_rules_when_it_ignores_the_format(
+    services: Services, tiny_version: ModelVersion, tiny_model_dir: Path
+) -> None:
+    """A random judge never answers '1.b 0 ...': answers keep the rule-based class and no score is invented."""
+    options = RunOptions(limit=2, generation=QUICK, judge=f"model:{tiny_model_dir}")
+    outcome = services.risk.run_suite(SYSTEM, tiny_version.reference, "strongreject", options)
+    assert outcome.evidence is not None
+    assert outcome.evidence.provenance["judge"] == f"model:{tiny_model_dir}"
+    assert "strongreject_score" not in outcome.evidence.summary
+    results = services.risk.run_details(SYSTEM, outcome.run_id)["results"]
+    assert all("response_class" in r and "rubric" not in r for r in results)
+    runs_before = len(services.risk.runs())
+    with pytest.raises(InvalidInput, match=r"has no config\.json"):
+        services.risk.run_suite(
+            SYSTEM, tiny_version.reference, "strongreject", RunOptions(judge=f"model:{tiny_model_dir}/nope")
+        )
+    with pytest.raises(InvalidInput, match="engine 'vllm' is not understood"):
+        services.risk.run_suite(SYSTEM, tiny_version.reference, "strongreject", RunOptions(engine="vllm"))
+    assert len(services.risk.runs()) == runs_before

@@ -61,8 +61,13 @@ def validate_engine_spec(spec: str) -> None:
 
 
 def validate_judge_spec(spec: str) -> None:
+    """Check a judge spec before a run is recorded (without loading the judge)."""
     if spec == "rules":
         return
     kind, _, target = spec.partition(":")
     if kind not in ("model", "openai") or not target:
         raise InvalidInput(f"judge {spec!r} is not understood", hint=JUDGE_HINT)
+    if kind == "model" and not (Path(target) / "config.json").is_file():
+        raise InvalidInput(f"judge model directory {target} has no config.json", hint=JUDGE_HINT)
+    if kind == "openai" and (not target.startswith(("http://", "https://")) or "#" not in target):
+        raise InvalidInput(f"judge {spec!r} needs an http(s) URL and '#model'", hint=JUDGE_HINT)

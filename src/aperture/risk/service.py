@@ -49,6 +49,7 @@ from aperture.risk.domain import (
     summarise,
 )
 from aperture.risk.engine import Engine
+from aperture.risk.providers import validate_engine_spec, validate_judge_spec
 from aperture.risk.scoring import GenerationSettings, Judge, expand_items, order_for_batching, score_chunk
 from aperture.vault.service import VaultService
 
@@ -178,6 +179,8 @@ class RiskService:
     ) -> RunOutcome:
         authorize_assessment(caller)
         suite = find_suite(suite_name)
+        validate_judge_spec(options.judge)
+        validate_engine_spec(options.engine)
         version = self.registry.find_version(reference)
         items, hashes = self.data.load_suite(suite)
         chosen = expand_items(suite, sample_items(items, options.limit, options.seed))
