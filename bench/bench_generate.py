@@ -10,7 +10,7 @@ seconds, MFU against the measured float32 matmul peak (2 x parameters x generate
 the peak: decoding is memory-bound, so expect low figures), and the process's peak RSS so far.
 Then the ratio of the best batch size to the peer (target: at least 4x).
 
-Run it alone on the machine:  flock /tmp/aperture-heavy.lock .venv/bin/python bench/bench_generate.py
+Run it alone on the machine:  flock /tmp/aperture-bench.lock .venv/bin/python bench/bench_generate.py
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ tokens / s), MFU against the machine's measured float32 matmul peak (a 4096^2 to
 several, measured in this run), and peak RSS (ru_maxrss of the child). Then the ratio of our
 items/s to lm-eval's best, and the accuracy difference (target: within 0.5 points).
 
-Run it alone on the machine:  flock /tmp/aperture-heavy.lock .venv/bin/python bench/bench_wmdp.py
+Run it alone on the machine:  flock /tmp/aperture-bench.lock .venv/bin/python bench/bench_wmdp.py
 """
 
 from __future__ import annotations

@@ -265,7 +265,7 @@ class TransformersEngine:
         input_ids = input_ids.to(self.device)
         attention = attention.to(self.device)
         if prefix is None:
-            hidden = self.model.model(input_ids=input_ids, attention_mask=attention).last_hidden_state
+            hidden = self.model.model(input_ids=input_ids, attention_mask=attention, use_cache=False).last_hidden_state
         else:
             cache = copy.deepcopy(prefix[1])
             cache.batch_repeat_interleave(len(jobs))
