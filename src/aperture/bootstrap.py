@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import timedelta
 from functools import cached_property
 
 from aperture.access.domain import SYSTEM, Role
-from aperture.access.service import AccessService, IssuedKey
+from aperture.access.policy import PolicyEngine, policy_texts_from
+from aperture.access.service import AccessService, AccessSettings, IssuedKey
 from aperture.audit.service import AuditLog
 from aperture.core import db
 from aperture.core.clock import Clock, SystemClock
 from aperture.core.errors import Conflict, NotInitialised
 from aperture.registry.service import RegistryService
+from aperture.security.service import SecurityService, security_settings
 from aperture.settings import Settings, apply_process_environment
 from aperture.vault.artifacts import ArtifactStore
 from aperture.vault.keys import InstanceKeys, generate_instance_keys, load_instance_keys
@@ -30,6 +33,7 @@ class Services:
     access: AccessService
     vault: VaultService
     registry: RegistryService
+    security: SecurityService
     _keys: InstanceKeys | None = field(default=None, repr=False)
 
     @cached_property
@@ -47,10 +51,18 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
     database = db.Database.from_url(settings.resolved_database_url)
     # The log signs tree heads with the instance key, loaded on first use (after `init` made it).
     audit = AuditLog(clock, database, signer=lambda: services.keys)
-    access = AccessService(database, audit, clock)
+    engine = PolicyEngine(policy_texts_from(settings.policy_dir)) if settings.policy_dir else PolicyEngine.shipped()
+    access_settings = AccessSettings(
+        refresh_s=settings.authz_refresh_s,
+        login_max_failures=settings.login_max_failures,
+        login_lockout=timedelta(seconds=settings.login_lockout_s),
+    )
+    access = AccessService(database, audit, clock, engine=engine, config=access_settings)
     artifacts = ArtifactStore(settings.artifacts_dir, workers=settings.resolved_hash_workers)
-    vault = VaultService(database, artifacts, settings.keys_dir)
-    registry = RegistryService(database, audit, clock, vault, model_cache=settings.resolved_model_cache)
+    vault = VaultService(database, artifacts, settings.keys_dir, settings.sealed_dir)
+    registry = RegistryService(database, audit, clock, vault, access, model_cache=settings.resolved_model_cache)
+    security = SecurityService(database, audit, clock, access, vault, registry, security_settings(settings))
+    access.observe(security.watch)
     services = Services(
         settings=settings,
         database=database,
@@ -59,6 +71,7 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
         access=access,
         vault=vault,
         registry=registry,
+        security=security,
     )
     return services
 

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from aperture.core.db import SCHEMA_HEAD
 from aperture.testing.server import running_server
 from aperture.web.app import create_app
 from tests.conftest import Instance
@@ -21,7 +22,7 @@ def base_url(instance: Instance) -> Iterator[str]:
 def test_healthz_reports_the_schema(base_url: str) -> None:
     body = httpx.get(f"{base_url}/healthz").json()
     assert body["status"] == "ok"
-    assert body["schema"] == "0001"
+    assert body["schema"] == SCHEMA_HEAD
 
 
 def test_metrics_count_requests_by_route(base_url: str) -> None:
