@@ -9,13 +9,17 @@ import json
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi import FastAPI, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from aperture import __version__
+from aperture.access.domain import Action, Caller
+from aperture.core.errors import ApertureError
+from aperture.vault.keys import load_or_create_secret
+from aperture.web.sessions import Sessions, check_csrf, replace_session, session, viewer
 
 if TYPE_CHECKING:
     from aperture.bootstrap import Services
@@ -63,7 +67,14 @@ def human_flop(value: int) -> str:
 
 def error_page(request: Request, status: int, message: str, hint: str) -> Response:
     templates: Jinja2Templates = request.app.state.templates
-    context = {"status": status, "title": _TITLES.get(status, "Something went wrong"), "message": message, "hint": hint}
+    context = {
+        "status": status,
+        "title": _TITLES.get(status, "Something went wrong"),
+        "message": message,
+        "hint": hint,
+        "me": None,
+        "csrf": session(request).get("csrf", ""),
+    }
     return templates.TemplateResponse(request, "error.html", context, status_code=status)
 
 
@@ -72,13 +83,117 @@ def mount(app: FastAPI, services: Services) -> None:
     app.state.templates = templates
     static_dir = resources.files("aperture.web") / "static"
     app.mount("/static", StaticFiles(directory=str(static_dir)), name="static")
+    settings = services.settings
+    sessions = Sessions(load_or_create_secret(settings.keys_dir), settings.session_ttl_s, settings.cookie_secure)
+    app.middleware("http")(sessions.middleware())
 
-    def render(request: Request, name: str, section: str, **context: Any) -> HTMLResponse:
-        return templates.TemplateResponse(request, name, {"section": section, **context})
+    def me(request: Request) -> Caller:
+        return viewer(request, lambda name, epoch, origin: services.access.session_caller(name, epoch, origin=origin))
+
+    def render(request: Request, name: str, section: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+        caller = me(request)
+        signed_in = caller.session
+        desk = signed_in and services.access.decide(caller, Action.VIEW_SECURITY).allowed
+        base = {
+            "section": section,
+            "me": caller if signed_in else None,
+            "desk": desk,
+            "csrf": session(request).get("csrf", ""),
+        }
+        return templates.TemplateResponse(request, name, {**base, **context}, status_code=status_code)
+
+    def back(to: str) -> RedirectResponse:
+        return RedirectResponse(to, status_code=303)
+
+    @app.get("/login", response_class=HTMLResponse, include_in_schema=False)
+    def login_page(request: Request, next: str = "/") -> HTMLResponse:
+        return render(request, "login.html", "login", next=next if next.startswith("/") else "/", problem=None)
+
+    @app.post("/login", response_class=HTMLResponse, include_in_schema=False)
+    def login(
+        request: Request,
+        name: str = Form(...),
+        password: str = Form(...),
+        csrf: str = Form(""),
+        next: str = Form("/"),
+    ) -> Response:
+        check_csrf(request, csrf)
+        origin = request.client.host if request.client else None
+        try:
+            caller, epoch = services.access.login(name.strip(), password, origin=origin)
+        except ApertureError as refused:
+            return render(request, "login.html", "login", status_code=401, next=next, problem=refused.message)
+        replace_session(request, {"csrf": session(request)["csrf"], "principal": caller.principal, "epoch": epoch})
+        return back(next if next.startswith("/") and not next.startswith("//") else "/")
+
+    @app.post("/logout", include_in_schema=False)
+    def logout(request: Request, csrf: str = Form("")) -> Response:
+        check_csrf(request, csrf)
+        replace_session(request, {"csrf": session(request)["csrf"]})
+        return back("/")
+
+    @app.get("/security", response_class=HTMLResponse, include_in_schema=False)
+    def security_page(request: Request) -> Response:
+        caller = me(request)
+        if not caller.session:
+            return back("/login?next=/security")
+        security = services.security
+        desk = services.access.decide(caller, Action.VIEW_SECURITY).allowed
+        custodian = services.access.decide(caller, Action.UNSEAL).allowed
+        return render(
+            request,
+            "security.html",
+            "security",
+            seal=security.seal_status(),
+            custodian=custodian,
+            alerts=security.alerts(caller, limit=50) if desk else [],
+            grants=security.list_grants(caller),
+            now=services.clock.now(),
+        )
+
+    @app.post("/security/shares", include_in_schema=False)
+    def present_share(request: Request, share: str = Form(...), csrf: str = Form("")) -> Response:
+        check_csrf(request, csrf)
+        services.security.present_share(me(request), share)
+        return back("/security")
+
+    @app.post("/security/grants/{grant_id}/approve", include_in_schema=False)
+    def approve_grant(request: Request, grant_id: str, csrf: str = Form("")) -> Response:
+        check_csrf(request, csrf)
+        services.security.approve_grant(me(request), grant_id)
+        return back("/security")
+
+    @app.post("/security/grants/{grant_id}/revoke", include_in_schema=False)
+    def revoke_grant(request: Request, grant_id: str, csrf: str = Form("")) -> Response:
+        check_csrf(request, csrf)
+        services.security.revoke_grant(me(request), grant_id)
+        return back("/security")
+
+    @app.post("/security/alerts/{alert_id}/acknowledge", include_in_schema=False)
+    def acknowledge(request: Request, alert_id: str, csrf: str = Form("")) -> Response:
+        check_csrf(request, csrf)
+        services.security.acknowledge(me(request), alert_id)
+        return back("/security")
+
+    @app.get("/people", response_class=HTMLResponse, include_in_schema=False)
+    def people_page(request: Request) -> Response:
+        caller = me(request)
+        if not caller.session:
+            return back("/login?next=/people")
+        services.access.require_instance(caller, Action.VIEW_SECURITY)
+        return render(
+            request,
+            "people.html",
+            "people",
+            states=services.access.list_states(),
+            organisations=services.access.list_organisations(),
+            programmes=services.access.list_programmes(),
+            principals=services.access.list_principals(),
+        )
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def home(request: Request) -> HTMLResponse:
-        models = services.registry.list_models()
+        models = services.registry.list_models(me(request))
         head = services.audit.latest_tree_head()
         events = services.audit.list_events(limit=8)
         return render(
@@ -94,17 +209,19 @@ def mount(app: FastAPI, services: Services) -> None:
 
     @app.get("/models", response_class=HTMLResponse, include_in_schema=False)
     def models_page(request: Request) -> HTMLResponse:
-        return render(request, "models.html", "models", models=services.registry.list_models())
+        return render(request, "models.html", "models", models=services.registry.list_models(me(request)))
 
     @app.get("/models/{name}", response_class=HTMLResponse, include_in_schema=False)
     def model_page(request: Request, name: str) -> HTMLResponse:
-        model = services.registry.get_model(name)
+        model = services.registry.get_model(name, me(request))
         return render(request, "model.html", "models", model=model)
 
     @app.get("/models/{name}/versions/{version}", response_class=HTMLResponse, include_in_schema=False)
     def version_page(request: Request, name: str, version: str) -> HTMLResponse:
-        found = services.registry.get_version(name, version)
-        return render(request, "version.html", "models", v=found)
+        found = services.registry.get_version(name, version, me(request))
+        return render(
+            request, "version.html", "models", v=found, classification=services.registry.classification(found)
+        )
 
     @app.get("/audit", response_class=HTMLResponse, include_in_schema=False)
     def audit_page(request: Request, before: int | None = None, limit: int = 50) -> HTMLResponse:
