@@ -16,9 +16,20 @@ from pathlib import Path
 
 import cedarpy
 
-from aperture.access.domain import SYSTEM, Action, AssetKind, AssetRef, Caller, Classification, PrincipalKind, Role
-from aperture.access.domain import SecurityLevel, Vetting, decision_context
 from aperture.access import store
+from aperture.access.domain import (
+    SYSTEM,
+    Action,
+    AssetKind,
+    AssetRef,
+    Caller,
+    Classification,
+    PrincipalKind,
+    Role,
+    SecurityLevel,
+    Vetting,
+    decision_context,
+)
 from aperture.bootstrap import build_services, init_instance
 from aperture.settings import Settings
 

@@ -17,7 +17,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 CHILD = r"""
@@ -44,7 +43,8 @@ if mode == "write":
     started = time.perf_counter()
     (blob,) = services.vault.seal_files(Staging(), [source])
     elapsed = time.perf_counter() - started
-    (work / "sealed.json").write_text(json.dumps({"artifact_id": blob.artifact_id, "sha256": blob.digest, "size": blob.size}))
+    meta = {"artifact_id": blob.artifact_id, "sha256": blob.digest, "size": blob.size}
+    (work / "sealed.json").write_text(json.dumps(meta))
 else:
     from aperture.vault.store import SealedBlobRow
     meta = json.loads((work / "sealed.json").read_text())
@@ -111,7 +111,8 @@ def main() -> None:
         ):
             print(f"{label:34s} {med[mode]:6.2f} s  {gib / med[mode]:5.2f} GiB/s  peak RSS {rss[mode]:5.0f} MiB")
         print(
-            f"ratio write/copy = {med['write'] / med['copy']:.2f}x, read/copy = {med['read'] / med['copy']:.2f}x (target <= 1.5x)"
+            f"ratio write/copy = {med['write'] / med['copy']:.2f}x, "
+            f"read/copy = {med['read'] / med['copy']:.2f}x (target <= 1.5x)"
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -22,7 +22,11 @@ def world(services: Services, tmp_path: Path) -> World:
 
 
 def _events(services: Services, action: str) -> list[dict[str, object]]:
-    return [e.details | {"resource": e.resource, "actor": e.actor} for e in services.audit.list_events(limit=500) if e.action == action]
+    return [
+        e.details | {"resource": e.resource, "actor": e.actor}
+        for e in services.audit.list_events(limit=500)
+        if e.action == action
+    ]
 
 
 def test_lower_tier_is_open_and_upper_tier_needs_clearance_and_programme(world: World) -> None:
@@ -85,7 +89,9 @@ def test_upper_tier_files_are_sealed_at_rest_and_need_the_custodians(world: Worl
     assert report.files_checked == len(world.sealed.files)
 
 
-def test_the_seal_survives_a_restart_sealed_and_refuses_wrong_or_repeated_shares(world: World, instance: Instance) -> None:
+def test_the_seal_survives_a_restart_sealed_and_refuses_wrong_or_repeated_shares(
+    world: World, instance: Instance
+) -> None:
     world.unseal()
     assert not world.services.security.seal_status().sealed
     restarted = build_services(world.services.settings)
