@@ -181,7 +181,6 @@ def demo(
     (home / "demo.json").write_text(json.dumps(info, indent=2) + "\n")
 
     info["people"] = people
-    info["urls"]["security"] = f"{base_url}/security"
     info["urls"]["login"] = f"{base_url}/login"
     (home / "demo.json").write_text(json.dumps(info, indent=2) + "\n")
 
