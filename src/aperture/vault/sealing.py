@@ -23,13 +23,14 @@ buffering), so memory stays at a few chunks whatever the artifact's size.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
 import re
 import secrets
 import struct
-from collections.abc import Generator, Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,7 +145,12 @@ class SealedFile:
 
 
 class Sealer:
-    """Encrypts one plaintext stream into a sealed file; feed it blocks of any size."""
+    """Encrypts one plaintext of a known size into a sealed file, chunk by chunk.
+
+    The caller cuts the plaintext into `chunk_count(size)` chunks of `chunk` bytes (the last one
+    shorter, or empty for an empty file) and seals each into a buffer of its own with
+    `seal_into`, so no chunk is copied or allocated on the way (the sealed store reuses buffers
+    and encrypts on its writing thread)."""
 
     def __init__(self, tier_public: bytes, artifact_id: str, chunk: int = CHUNK) -> None:
         identifier = artifact_id.encode("ascii")
@@ -166,27 +172,31 @@ class Sealer:
         self._aad = hashlib.sha256(self.header).digest()
         self._aead = AESGCM(data_key)
         self._prefix = prefix
-        self._chunk = chunk
-        self._counter = 0
-        self._pending = bytearray()
+        self.chunk = chunk
 
-    def update(self, data: bytes | memoryview) -> Iterator[bytes]:
-        """Ciphertext chunks completed by `data` (each chunk is released only once full)."""
-        self._pending += data
-        while len(self._pending) > self._chunk:
-            block = bytes(self._pending[: self._chunk])
-            del self._pending[: self._chunk]
-            yield self._seal(block, final=False)
+    def chunk_count(self, size: int) -> int:
+        """How many chunks a plaintext of `size` bytes takes (an empty one still has one)."""
+        return max(1, -(-size // self.chunk))
 
-    def finish(self) -> bytes:
-        block = bytes(self._pending)
-        self._pending.clear()
-        return self._seal(block, final=True)
-
-    def _seal(self, block: bytes, *, final: bool) -> bytes:
-        sealed = self._aead.encrypt(_nonce(self._prefix, self._counter, final), block, self._aad)
-        self._counter += 1
+    def seal_into(self, counter: int, final: bool, plain: memoryview, out: memoryview) -> memoryview:
+        """Encrypt chunk `counter` into `out` (at least len(plain) + TAG bytes); the sealed bytes."""
+        sealed = out[: len(plain) + TAG]
+        self._aead.encrypt_into(_nonce(self._prefix, counter, final), plain, self._aad, sealed)
         return sealed
+
+    def seal(self, counter: int, final: bool, plain: bytes) -> bytes:
+        """Encrypt one chunk into new bytes (for small plaintexts and tests)."""
+        return self._aead.encrypt(_nonce(self._prefix, counter, final), plain, self._aad)
+
+
+def seal_bytes(tier_public: bytes, artifact_id: str, plain: bytes, chunk: int = CHUNK) -> bytes:
+    """A whole sealed file in memory: header and chunks (tests and small payloads)."""
+    sealer = Sealer(tier_public, artifact_id, chunk)
+    count = sealer.chunk_count(len(plain))
+    parts = [sealer.header]
+    for counter in range(count):
+        parts.append(sealer.seal(counter, counter == count - 1, plain[counter * chunk : (counter + 1) * chunk]))
+    return b"".join(parts)
 
 
 def _tampered(what: str) -> IntegrityFailure:
@@ -217,44 +227,83 @@ def _open_header(header: bytes, tier_private: bytes, artifact_id: str) -> tuple[
     return AESGCM(data_key), prefix, chunk, hashlib.sha256(header).digest()
 
 
+class SealedReader:
+    """One sealed file opened for reading: header unwrapped, layout checked, chunks decrypted one
+    at a time into the caller's buffers, each authenticated before any byte of it is returned."""
+
+    def __init__(self, path: Path, tier_private: bytes, artifact_id: str) -> None:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+        try:
+            size = os.fstat(fd).st_size
+            header = os.pread(fd, HEADER_SIZE, 0)
+            self._aead, self._prefix, self.chunk, self._aad = _open_header(header, tier_private, artifact_id)
+            self.full, self.rest = divmod(size - HEADER_SIZE, self.chunk + TAG)
+            if self.rest and self.rest < TAG:
+                raise _tampered("the last chunk is truncated")
+            self.count = self.full + (1 if self.rest else 0)
+            if self.count == 0:
+                raise _tampered("there is no data")
+        except BaseException:
+            os.close(fd)
+            raise
+        self.fd = fd
+        self._offset = HEADER_SIZE
+        with contextlib.suppress(OSError, AttributeError):
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+
+    def __enter__(self) -> SealedReader:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def sealed_length(self, counter: int) -> int:
+        return self.chunk + TAG if counter < self.full else self.rest
+
+    def read_into(self, counter: int, sealed: memoryview, plain: memoryview) -> memoryview:
+        """Read chunk `counter` (chunks are read in order) into `sealed`, decrypt it into `plain`
+        and return the plaintext, or raise IntegrityFailure when it does not authenticate."""
+        length = self.sealed_length(counter)
+        view = sealed[:length]
+        got = 0
+        while got < length:
+            read = os.preadv(self.fd, [view[got:]], self._offset + got)
+            if read == 0:
+                raise _tampered("the file changed while it was read")
+            got += read
+        self._offset += length
+        out = plain[: length - TAG]
+        try:
+            self._aead.decrypt_into(_nonce(self._prefix, counter, counter == self.count - 1), view, self._aad, out)
+        except InvalidTag:
+            raise _tampered(f"chunk {counter} does not authenticate") from None
+        return out
+
+    def buffers(self) -> tuple[memoryview, memoryview]:
+        """A (sealed, plain) pair of buffers big enough for any chunk of this file."""
+        return memoryview(bytearray(self.chunk + TAG)), memoryview(bytearray(self.chunk))
+
+
 def open_sealed(
     path: Path, tier_private: bytes, artifact_id: str, expected_sha256: str | None = None
 ) -> Generator[bytes, None, None]:
-    """Yield the plaintext chunk by chunk, each authenticated before it is released; at the end
-    check the plaintext digest when given. Raises IntegrityFailure at the first damaged byte."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
-    try:
-        with os.fdopen(fd, "rb", buffering=0) as handle:
-            fd = -1
-            size = os.fstat(handle.fileno()).st_size
-            header = handle.read(HEADER_SIZE)
-            aead, prefix, chunk, aad = _open_header(header, tier_private, artifact_id)
-            body = size - HEADER_SIZE
-            full, rest = divmod(body, chunk + TAG)
-            if rest and rest < TAG:
-                raise _tampered("the last chunk is truncated")
-            count = full + (1 if rest else 0)
-            if count == 0:
-                raise _tampered("there is no data")
-            digest = hashlib.sha256()
-            buffer = bytearray(chunk + TAG)
-            view = memoryview(buffer)
-            for counter in range(count):
-                length = chunk + TAG if counter < full else rest
-                got = handle.readinto(view[:length])
-                if got != length:
-                    raise _tampered("the file changed while it was read")
-                try:
-                    plain = aead.decrypt(_nonce(prefix, counter, counter == count - 1), view[:length], aad)
-                except InvalidTag:
-                    raise _tampered(f"chunk {counter} does not authenticate") from None
-                digest.update(plain)
-                yield plain
-            if expected_sha256 is not None and digest.hexdigest() != expected_sha256:
-                raise _tampered("the plaintext does not match its recorded digest")
-    finally:
-        if fd >= 0:
-            os.close(fd)
+    """Yield the plaintext chunk by chunk (each a new bytes object the consumer may keep), each
+    authenticated before it is released; at the end check the plaintext digest when given.
+    Raises IntegrityFailure at the first damaged byte."""
+    with SealedReader(path, tier_private, artifact_id) as reader:
+        sealed, plain = reader.buffers()
+        digest = hashlib.sha256()
+        for counter in range(reader.count):
+            chunk = reader.read_into(counter, sealed, plain)
+            digest.update(chunk)
+            yield bytes(chunk)
+        if expected_sha256 is not None and digest.hexdigest() != expected_sha256:
+            raise _tampered("the plaintext does not match its recorded digest")
 
 
 def new_artifact_id() -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import secrets
 import threading
@@ -20,10 +19,12 @@ from sqlalchemy import Connection
 from aperture.core.db import Database
 from aperture.core.errors import Conflict, IntegrityFailure, InvalidInput, NotInitialised, Unavailable
 from aperture.vault import signing, store
-from aperture.vault.artifacts import ArtifactStore, Progress, SourceFile, StoredBlob, fsync_directory
+from aperture.vault.artifacts import ArtifactStore, Progress, SourceFile, StoredBlob, fsync_directory, open_source
 from aperture.vault.domain import SignedManifest, root_digest, verify_bundle
 from aperture.vault.keys import InstanceKeys, load_instance_keys
+from aperture.vault.sealed_files import require_digest, seal_file, unseal_digest, unseal_to
 from aperture.vault.sealing import (
+    SealedReader,
     Sealer,
     Share,
     check_custody,
@@ -41,8 +42,7 @@ from aperture.vault.store import Keyring, SealedBlobRow
 
 ARTIFACT_PUBLIC_KEY_FILE = "artifacts-p256.pub"
 UPPER_TIER = "upper"
-SEAL_BLOCK = 8 * 1024 * 1024
-_OPEN_SOURCE = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+_OPEN_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,36 +335,23 @@ class VaultService:
         final = self.sealed_path(artifact_id)
         final.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         temp = final.with_name(final.name + ".part")
-        sealer = Sealer(keyring.public_key, artifact_id)
-        digest = hashlib.sha256()
-        size = 0
-        source_fd = os.open(source.path, _OPEN_SOURCE)
+        source_fd = open_source(source)
         try:
-            out_fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
+            out_fd = os.open(temp, _OPEN_NEW, 0o600)
             try:
                 with contextlib.suppress(OSError, AttributeError):
                     os.posix_fadvise(source_fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
-                _write_all(out_fd, sealer.header)
-                while block := os.read(source_fd, SEAL_BLOCK):
-                    digest.update(block)
-                    size += len(block)
-                    for chunk in sealer.update(block):
-                        _write_all(out_fd, chunk)
-                    if progress is not None:
-                        progress(len(block))
-                _write_all(out_fd, sealer.finish())
+                digest = seal_file(Sealer(keyring.public_key, artifact_id), source_fd, out_fd, source, progress)
                 os.fsync(out_fd)
             finally:
                 os.close(out_fd)
-            if size != source.size:
-                raise Conflict(f"{source.label} changed while it was sealed", hint="register again once it is stable")
             temp.rename(final)
             fsync_directory(final.parent)
         finally:
             os.close(source_fd)
             with contextlib.suppress(FileNotFoundError):
                 temp.unlink()
-        return SealedBlob(artifact_id, digest.hexdigest(), size)
+        return SealedBlob(artifact_id, digest, source.size)
 
     def reference_sealed(self, connection: Connection, owner: str, blobs: Sequence[SealedBlob], now: datetime) -> None:
         keyring = store.load_keyring(connection, UPPER_TIER)
@@ -392,40 +379,40 @@ class VaultService:
     def open_sealed(self, row: SealedBlobRow) -> Generator[bytes, None, None]:
         """The plaintext of a sealed artifact, streamed; needs the tier unsealed."""
         key = self._tier_key()
+        path = self._existing_sealed(row)
+        return open_sealed(path, key, row.artifact_id, row.sha256)
+
+    def _existing_sealed(self, row: SealedBlobRow) -> Path:
         path = self.sealed_path(row.artifact_id)
         if not path.exists():
             raise IntegrityFailure(
                 f"the sealed artifact {row.artifact_id} is missing", hint="restore HOME/sealed from backup"
             )
-        return open_sealed(path, key, row.artifact_id, row.sha256)
+        return path
 
     def rehash_sealed(self, row: SealedBlobRow, progress: Progress | None = None) -> str | None:
         """Decrypt and hash: the plaintext digest, or None when the file is missing or damaged."""
         key = self._tier_key()
-        path = self.sealed_path(row.artifact_id)
-        digest = hashlib.sha256()
         try:
-            for chunk in open_sealed(path, key, row.artifact_id):
-                digest.update(chunk)
-                if progress is not None:
-                    progress(len(chunk))
+            with SealedReader(self.sealed_path(row.artifact_id), key, row.artifact_id) as reader:
+                return unseal_digest(reader, progress)
         except (FileNotFoundError, IntegrityFailure):
             return None
-        return digest.hexdigest()
 
     def copy_out_sealed(self, row: SealedBlobRow, destination: Path, progress: Progress | None = None) -> None:
-        fd = os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
-        try:
-            for chunk in self.open_sealed(row):
-                _write_all(fd, chunk)
-                if progress is not None:
-                    progress(len(chunk))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _write_all(fd: int, data: bytes | memoryview) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+        """Decrypt a sealed artifact into `destination` (a new file), checking every chunk and the
+        plaintext's digest; on any failure the destination is removed again."""
+        key = self._tier_key()
+        with SealedReader(self._existing_sealed(row), key, row.artifact_id) as reader:
+            fd = os.open(destination, _OPEN_NEW, 0o600)
+            try:
+                try:
+                    actual = unseal_to(reader, fd, progress)
+                    require_digest(actual, row.sha256, row.artifact_id)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    destination.unlink()
+                raise
