@@ -39,7 +39,7 @@ def caller_dependency(services: Services) -> Callable[[Request], Caller]:
         origin = request.client.host if request.client else None
         if token is None:
             return replace(ANONYMOUS, origin=origin)
-        return replace(services.access.authenticate(token), origin=origin)
+        return services.access.authenticate(token, origin=origin)
 
     return caller
 

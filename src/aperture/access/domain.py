@@ -176,7 +176,7 @@ STATE_PATTERN = re.compile(r"^[A-Z]{2}$")
 
 
 def check_name(value: str, what: str) -> str:
-    if not NAME_PATTERN.match(value):
+    if not NAME_PATTERN.fullmatch(value):
         raise InvalidInput(
             f"{value!r} is not a valid {what} name",
             hint="use 1-63 lowercase letters, digits, '.', '_' or '-', starting with a letter or digit",
@@ -209,7 +209,7 @@ class State:
 
 
 def check_state(state: State) -> State:
-    if not STATE_PATTERN.match(state.code):
+    if not STATE_PATTERN.fullmatch(state.code):
         raise InvalidInput(f"{state.code!r} is not a state code", hint="use the ISO 3166-1 alpha-2 code, e.g. FR")
     if not state.name.strip():
         raise InvalidInput("a state needs a name", hint="pass --name")

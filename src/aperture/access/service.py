@@ -159,27 +159,38 @@ class AccessService:
             )
         return IssuedKey(key, text)
 
-    def authenticate(self, key_text: str) -> Caller:
+    def authenticate(self, key_text: str, *, origin: str | None = None) -> Caller:
+        """The caller behind an API key. Every refused key is audited (which key id, why, from
+        where; never the secret), so guessing and the use of revoked keys leave a trace."""
         key_id = parse_key(key_text)
         if key_id is None:
+            self._key_refused("?", "malformed", origin)
             raise Unauthenticated("the API key is malformed", hint="send `Authorization: Bearer apk_...`")
         with self.database.read() as connection:
             found = store.load_key(connection, key_id)
             registered = None if found is None else store.load_principal(connection, found[0].principal)
         if found is None or not key_matches(key_text, found[1]):
+            self._key_refused(key_id, "unknown key" if found is None else "wrong secret", origin)
             raise Unauthenticated(
                 "the API key is not known",
                 hint="send `Authorization: Bearer apk_...` with a key issued by this instance, or ask for a new one",
             )
         key = found[0]
         if not key_usable(key, self.clock.now()):
+            self._key_refused(key_id, "revoked" if key.revoked_at is not None else "expired", origin)
             raise Unauthenticated("the API key is revoked or expired", hint="ask an administrator for a new key")
         roles = key.roles
         if registered is not None:
             if registered.disabled:
+                self._key_refused(key_id, "principal disabled", origin)
                 raise Unauthenticated(f"{registered.name} is disabled", hint="ask an administrator")
             roles = tuple(role for role in key.roles if role in registered.roles)
-        return Caller(principal=key.principal, roles=roles, key_id=key.key_id, scopes=key.scopes)
+        return Caller(principal=key.principal, roles=roles, key_id=key.key_id, scopes=key.scopes, origin=origin)
+
+    def _key_refused(self, key_id: str, why: str, origin: str | None) -> None:
+        self.audit.record(
+            actor="?", action="access.key.refused", resource=f"api-key:{key_id}", details={"why": why, "origin": origin}
+        )
 
     def revoke_key(self, caller: Caller, key_id: str) -> ApiKey:
         if not caller.has(Role.ADMINISTRATOR):
@@ -590,8 +601,15 @@ class AccessService:
         )
 
     def require_instance(self, caller: Caller, action: Action) -> Decision:
+        """Raise unless the caller may do an instance-wide action; a refusal is audited."""
         decision = self.decide(caller, action)
         if not decision.allowed:
+            self.audit.record(
+                actor=caller.actor,
+                action="access.instance.denied",
+                resource="instance",
+                details={"action": action.value, "reasons": list(decision.reasons), "origin": caller.origin},
+            )
             if caller.principal == UNREGISTERED and caller.key_id is None and not caller.session:
                 raise Unauthenticated(f"{action.value.replace('_', ' ')} needs you to sign in", hint="send an API key")
             raise Forbidden(
@@ -658,43 +676,47 @@ class AccessService:
         """Check a password; after too many failures the account locks for a while. Every failure
         reads the same to the caller (no hint whether the name exists). Returns the caller and the
         session epoch to put in the cookie."""
-        now = self.clock.now()
-        refused = Unauthenticated("the name or password is wrong, or the account is locked", hint="try again later")
         with self.database.transaction() as connection:
-            found = store.load_login(connection, name)
-            if found is None:
-                self.passwords.hash(password)  # the same time as a real check
-                self._login_event(connection, name, origin, "unknown principal")
-                raise refused
-            principal, password_hash, state = found
-            if is_locked(state, now):
-                self._login_event(connection, name, origin, "locked")
-                raise refused
-            ok = False
-            if password_hash is not None and not principal.disabled:
-                try:
-                    ok = self.passwords.verify(password_hash, password)
-                except (VerifyMismatchError, VerificationError, InvalidHashError):
-                    ok = False
-            if not ok:
-                after = after_failed_login(state, now, self.config.login_max_failures, self.config.login_lockout)
-                store.save_login_state(connection, name, after)
-                self._login_event(
-                    connection,
-                    name,
-                    origin,
-                    "locked out" if after.locked_until != state.locked_until else "wrong password",
-                )
-                raise refused
-            store.save_login_state(connection, name, type(state)(0, None))
-            self.audit.append(
-                connection,
-                actor=name,
-                action="access.login.succeeded",
-                resource=f"principal:{name}",
-                details={"origin": origin},
-            )
+            # A failure is counted and audited in this transaction, which must commit: the refusal
+            # is raised only after it (raising inside would roll the count and the event back).
+            principal = self._check_login(connection, name, password, origin, self.clock.now())
+        if principal is None:
+            raise Unauthenticated("the name or password is wrong, or the account is locked", hint="try again later")
         return Caller(principal=name, roles=principal.roles, session=True, origin=origin), principal.session_epoch
+
+    def _check_login(
+        self, connection: Connection, name: str, password: str, origin: str | None, now: datetime
+    ) -> Principal | None:
+        found = store.load_login(connection, name)
+        if found is None:
+            self.passwords.hash(password)  # the same time as a real check
+            self._login_event(connection, name, origin, "unknown principal")
+            return None
+        principal, password_hash, state = found
+        if is_locked(state, now):
+            self._login_event(connection, name, origin, "locked")
+            return None
+        ok = False
+        if password_hash is not None and not principal.disabled:
+            try:
+                ok = self.passwords.verify(password_hash, password)
+            except (VerifyMismatchError, VerificationError, InvalidHashError):
+                ok = False
+        if not ok:
+            after = after_failed_login(state, now, self.config.login_max_failures, self.config.login_lockout)
+            store.save_login_state(connection, name, after)
+            why = "locked out" if after.locked_until != state.locked_until else "wrong password"
+            self._login_event(connection, name, origin, why)
+            return None
+        store.save_login_state(connection, name, type(state)(0, None))
+        self.audit.append(
+            connection,
+            actor=name,
+            action="access.login.succeeded",
+            resource=f"principal:{name}",
+            details={"origin": origin},
+        )
+        return principal
 
     def _login_event(self, connection: Connection, name: str, origin: str | None, why: str) -> None:
         self.audit.append(

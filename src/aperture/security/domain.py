@@ -135,7 +135,7 @@ def token_hash(token: str) -> bytes:
 
 
 def check_token(token: str) -> str:
-    if not TOKEN_PATTERN.match(token):
+    if not TOKEN_PATTERN.fullmatch(token):
         raise InvalidInput("that is not a download token", hint="use the dlt_... token issued for your grant")
     return token
 

@@ -215,7 +215,7 @@ class SecurityService:
                 actor=caller.actor,
                 action="security.grant.requested",
                 resource=asset.audit_resource,
-                details={"grant_id": grant.id, "action": action.value, "hours": hours},
+                details={"grant_id": grant.id, "action": action.value, "seconds": int(grant.duration.total_seconds())},
             )
         return grant
 
@@ -339,9 +339,11 @@ class SecurityService:
         requester's own). A download names one file; an export or a copy to a hub takes all."""
         grant = self._visible_grant(caller, grant_id)
         if grant.requester != caller.principal:
+            self._refused(caller, grant, "not the requester", "security.token.refused")
             raise Forbidden("only the requester downloads under a grant", hint="request your own grant")
         now = self.clock.now()
         if not grant.usable(now):
+            self._refused(caller, grant, grant.state(now), "security.token.refused")
             raise Forbidden(f"the grant is {grant.state(now)}", hint="request a new grant and have it approved")
         version = self._version(grant)
         if grant.action is Action.DOWNLOAD:
@@ -417,33 +419,35 @@ class SecurityService:
             if file.sha256 not in sealed:
                 raise NotFound(f"no sealed copy of {file.path}", hint="the version is not sealed; download it directly")
         self.vault.open_sealed(sealed[files[0].sha256]).close()  # fails now, not mid-stream, when sealed
+        size = sum(file.size for file in files)
         with self.database.transaction() as connection:
-            if not store.use_token(connection, digest, now):
-                self._refused(caller, grant, "replayed")
-                raise unusable
-            size = sum(file.size for file in files)
-            store.insert_download(
-                connection,
-                id=new_id(),
-                principal=caller.principal,
-                asset=grant.asset,
-                grant_id=grant.id,
-                size=size,
-                now=now,
-            )
-            self.audit.append(
-                connection,
-                actor=caller.actor,
-                action=f"security.weights.{grant.action.value}",
-                resource=grant.asset.audit_resource,
-                details={
-                    "grant_id": grant.id,
-                    "files": len(files),
-                    "bytes": size,
-                    "origin": caller.origin,
-                    "hub": grant.hub,
-                },
-            )
+            won = store.use_token(connection, digest, now)
+            if won:
+                store.insert_download(
+                    connection,
+                    id=new_id(),
+                    principal=caller.principal,
+                    asset=grant.asset,
+                    grant_id=grant.id,
+                    size=size,
+                    now=now,
+                )
+                self.audit.append(
+                    connection,
+                    actor=caller.actor,
+                    action=f"security.weights.{grant.action.value}",
+                    resource=grant.asset.audit_resource,
+                    details={
+                        "grant_id": grant.id,
+                        "files": len(files),
+                        "bytes": size,
+                        "origin": caller.origin,
+                        "hub": grant.hub,
+                    },
+                )
+        if not won:  # a concurrent request used it first; recorded after the transaction ends
+            self._refused(caller, grant, "replayed")
+            raise unusable
         self._check_surge(caller, grant.asset)
         if path is not None:
             file = files[0]
@@ -458,10 +462,10 @@ class SecurityService:
             name, None, "application/x-tar", _tar_stream([(f, sealed[f.sha256]) for f in files], self.vault)
         )
 
-    def _refused(self, caller: Caller, grant: Grant, why: str) -> None:
+    def _refused(self, caller: Caller, grant: Grant, why: str, action: str = "security.download.refused") -> None:
         self.audit.record(
             actor=caller.actor,
-            action="security.download.refused",
+            action=action,
             resource=grant.asset.audit_resource,
             details={"grant_id": grant.id, "why": why, "origin": caller.origin},
         )
