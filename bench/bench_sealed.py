@@ -1,10 +1,15 @@
 """Sealed write and read of a 1 GiB artifact beside a plain file copy, with peak RSS.
 
 Write: read + SHA-256 + AES-256-GCM + write + fsync (VaultService.seal_files) vs read + write +
-fsync (a plain copy). Read: decrypt + verify to a new file + fsync (copy_out_sealed) vs the same
-plain copy. Each step runs in a fresh child process so peak RSS belongs to that step alone.
+fsync (a plain copy: Python's shutil.copyfileobj, and coreutils `cp`, which copies in the kernel).
+Read: decrypt + verify to a new file + fsync (copy_out_sealed) vs the same plain copies. Each
+step runs in a fresh child process so peak RSS belongs to that step alone.
 
-    .venv/bin/python bench/bench_sealed.py [--runs 3] [--size-mib 1024]
+Each step's input is first put in the same cache state, so no step reads from memory what
+another reads from disk: `cold` drops the input from the page cache (posix_fadvise DONTNEED,
+after an fsync: weights at rest, the usual case), `warm` reads it once before timing.
+
+    .venv/bin/python bench/bench_sealed.py [--runs 3] [--size-mib 1024] [--cache cold|warm|both]
 """
 
 from __future__ import annotations
@@ -22,8 +27,28 @@ from pathlib import Path
 CHILD = r"""
 import json, os, resource, sys, time, shutil
 from pathlib import Path
-mode, work, src = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+mode, work, src, cache = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
 def rss(): return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def prepare(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if cache == "cold":
+            os.fsync(fd); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        else:
+            while os.read(fd, 8 << 20): pass
+    finally:
+        os.close(fd)
+if mode != "read":
+    prepare(src)
+if mode == "cp":
+    import subprocess
+    dst = work / "copy.bin"
+    started = time.perf_counter()
+    subprocess.run(["cp", "--reflink=never", str(src), str(dst)], check=True)
+    fd = os.open(dst, os.O_RDONLY); os.fsync(fd); os.close(fd)
+    elapsed = time.perf_counter() - started
+    dst.unlink()
+    print(json.dumps({"s": elapsed, "rss": rss()})); sys.exit()
 if mode == "copy":
     dst = work / "copy.bin"
     started = time.perf_counter()
@@ -53,6 +78,7 @@ else:
         services.vault.present_share(custodian, share)
     keyring = services.vault.keyring()
     row = SealedBlobRow(meta["artifact_id"], "bench", meta["sha256"], meta["size"], keyring.id)
+    prepare(services.vault.sealed_path(row.artifact_id))
     dst = work / "plain.bin"
     started = time.perf_counter()
     services.vault.copy_out_sealed(row, dst)
@@ -62,17 +88,45 @@ print(json.dumps({"s": elapsed, "rss": rss()}))
 """
 
 
-def run(mode: str, work: Path, source: Path) -> dict[str, float]:
+def run(mode: str, work: Path, source: Path, cache: str) -> dict[str, float]:
     done = subprocess.run(
-        [sys.executable, "-c", CHILD, mode, str(work), str(source)], capture_output=True, text=True, check=True
+        [sys.executable, "-c", CHILD, mode, str(work), str(source), cache], capture_output=True, text=True, check=True
     )
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def measure(work: Path, source: Path, cache: str, runs: int, size_mib: int) -> None:
+    results: dict[str, list[dict[str, float]]] = {"copy": [], "cp": [], "write": [], "read": []}
+    for _ in range(runs):
+        for mode in ("copy", "cp", "write", "read"):
+            results[mode].append(run(mode, work, source, cache))
+            if mode == "read":
+                meta = json.loads((work / "sealed.json").read_text())
+                path = work / "home" / "sealed" / meta["artifact_id"][:2] / meta["artifact_id"]
+                path.unlink()
+    gib = size_mib / 1024
+    med = {m: statistics.median(r["s"] for r in rs) for m, rs in results.items()}
+    rss = {m: max(r["rss"] for r in rs) for m, rs in results.items()}
+    print(f"{size_mib} MiB, {cache} input, median of {runs} runs (fresh process each, fsync included)")
+    for mode, label in (
+        ("copy", "plain copy (read+write+fsync)"),
+        ("cp", "cp --reflink=never + fsync"),
+        ("write", "sealed write (hash+encrypt)"),
+        ("read", "sealed read (decrypt+verify)"),
+    ):
+        print(f"{label:34s} {med[mode]:6.2f} s  {gib / med[mode]:5.2f} GiB/s  peak RSS {rss[mode]:5.0f} MiB")
+    for peer in ("copy", "cp"):
+        print(
+            f"ratio write/{peer} = {med['write'] / med[peer]:.2f}x, "
+            f"read/{peer} = {med['read'] / med[peer]:.2f}x (target <= 1.5x)"
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--cache", choices=("cold", "warm", "both"), default="both")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-sealed-", dir=Path(__file__).parent))
     try:
@@ -92,28 +146,8 @@ def main() -> None:
             block = os.urandom(16 * 1024 * 1024)
             for _ in range(args.size_mib // 16):
                 handle.write(block)
-        results: dict[str, list[dict[str, float]]] = {"copy": [], "write": [], "read": []}
-        for _ in range(args.runs):
-            for mode in ("copy", "write", "read"):
-                results[mode].append(run(mode, work, source))
-                if mode == "read":
-                    meta = json.loads((work / "sealed.json").read_text())
-                    path = work / "home" / "sealed" / meta["artifact_id"][:2] / meta["artifact_id"]
-                    path.unlink()
-        gib = args.size_mib / 1024
-        med = {m: statistics.median(r["s"] for r in rs) for m, rs in results.items()}
-        rss = {m: max(r["rss"] for r in rs) for m, rs in results.items()}
-        print(f"{args.size_mib} MiB, median of {args.runs} runs (fresh process each, fsync included)")
-        for mode, label in (
-            ("copy", "plain copy (read+write+fsync)"),
-            ("write", "sealed write (hash+encrypt)"),
-            ("read", "sealed read (decrypt+verify)"),
-        ):
-            print(f"{label:34s} {med[mode]:6.2f} s  {gib / med[mode]:5.2f} GiB/s  peak RSS {rss[mode]:5.0f} MiB")
-        print(
-            f"ratio write/copy = {med['write'] / med['copy']:.2f}x, "
-            f"read/copy = {med['read'] / med['copy']:.2f}x (target <= 1.5x)"
-        )
+        for cache in ("cold", "warm") if args.cache == "both" else (args.cache,):
+            measure(work, source, cache, args.runs, args.size_mib)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aperture.core.errors import IntegrityFailure, InvalidInput
-from aperture.vault.artifacts import SourceFile
+from aperture.vault.artifacts import SourceFile, open_new_file
 from aperture.vault.sealed_files import seal_file, unseal_digest, unseal_to
 from aperture.vault.sealing import (
     HEADER_SIZE,
@@ -209,9 +209,13 @@ def test_a_validly_sealed_replacement_fails_the_recorded_digest(tmp_path: Path, 
         _read(path, tier[0], expected=hashlib.sha256(PLAIN).hexdigest())
 
 
-def test_streaming_pipelines_match_the_in_memory_format(tmp_path: Path, tier: tuple[bytes, bytes]) -> None:
-    """seal_file (threads, reused buffers) writes a file open_sealed reads; unseal_to and
-    unseal_digest give the same bytes and digest; and a tampered chunk stops unseal_to."""
+@pytest.mark.parametrize("direct", [False, True])
+def test_streaming_pipelines_match_the_in_memory_format(
+    tmp_path: Path, tier: tuple[bytes, bytes], direct: bool
+) -> None:
+    """seal_file (threads, reused buffers, page-aligned O_DIRECT writes where the file system
+    takes them) writes a file open_sealed reads; unseal_to and unseal_digest give the same bytes
+    and digest; and a tampered chunk stops unseal_to."""
     plain = os.urandom(9 * CHUNK + 7)  # more chunks than the pipeline has buffers
     source_path = tmp_path / "weights.bin"
     source_path.write_bytes(plain)
@@ -219,15 +223,25 @@ def test_streaming_pipelines_match_the_in_memory_format(tmp_path: Path, tier: tu
     source = SourceFile(source_path, info.st_size, info.st_dev, info.st_ino, info.st_mtime_ns, "weights.bin")
     sealed_path = tmp_path / "sealed"
     progress: list[int] = []
-    with open(source_path, "rb") as src, open(sealed_path, "wb") as out:
-        digest = seal_file(Sealer(tier[1], ARTIFACT, CHUNK), src.fileno(), out.fileno(), source, progress.append)
+    out_fd, direct = open_new_file(sealed_path, 0o600, direct=direct)
+    try:
+        with open(source_path, "rb") as src:
+            sealer = Sealer(tier[1], ARTIFACT, CHUNK)
+            digest = seal_file(sealer, src.fileno(), out_fd, source, progress.append, direct=direct)
+    finally:
+        os.close(out_fd)
     assert digest == hashlib.sha256(plain).hexdigest() and sum(progress) == len(plain)
+    assert sealed_path.stat().st_size == HEADER_SIZE + len(plain) + 10 * TAG
     assert _read(sealed_path, tier[0], expected=digest) == plain
     with SealedReader(sealed_path, tier[0], ARTIFACT) as reader:
         assert reader.count == 10
         assert unseal_digest(reader, None) == digest
-    with SealedReader(sealed_path, tier[0], ARTIFACT) as reader, open(tmp_path / "out", "wb") as out:
-        assert unseal_to(reader, out.fileno(), None) == digest
+    out_fd, direct = open_new_file(tmp_path / "out", 0o600, direct=direct)
+    try:
+        with SealedReader(sealed_path, tier[0], ARTIFACT) as reader:
+            assert unseal_to(reader, out_fd, None, direct=direct) == digest
+    finally:
+        os.close(out_fd)
     assert (tmp_path / "out").read_bytes() == plain
     raw = bytearray(sealed_path.read_bytes())
     raw[_chunk_offset(7)] ^= 0x01

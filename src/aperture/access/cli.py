@@ -11,6 +11,7 @@ from rich.table import Table
 from aperture.access.domain import (
     SYSTEM,
     Action,
+    ApiKey,
     AssetKind,
     AssetRef,
     Organisation,
@@ -48,14 +49,38 @@ def issue(
         roles = tuple(Role(value) for value in role)
     except ValueError as error:
         raise InvalidInput(str(error), hint="roles: " + ", ".join(r.value for r in Role)) from None
-    expires_at = datetime.fromisoformat(expires.replace("Z", "+00:00")) if expires else None
     issued = services.access.issue_key(
-        SYSTEM, name=name, principal=principal, roles=roles, expires_at=expires_at, scopes=scope or None
+        SYSTEM, name=name, principal=principal, roles=roles, expires_at=_expiry(expires), scopes=scope or None
     )
     if as_json:
-        print_json({"key_id": issued.key.key_id, "key": issued.text})
+        print_json({**_key_json(issued.key), "key": issued.text})
     else:
         out_console.print(f"key id: {issued.key.key_id}\nkey (shown once): [bold]{issued.text}[/]")
+
+
+def _expiry(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidInput(f"{text!r} is not a time", hint="give ISO 8601 UTC, e.g. 2027-01-01T00:00:00Z") from None
+    if moment.tzinfo is None:
+        raise InvalidInput(f"{text!r} has no time zone", hint="end it with Z (UTC), e.g. 2027-01-01T00:00:00Z")
+    return moment
+
+
+def _key_json(k: ApiKey) -> dict[str, Any]:
+    return {
+        "key_id": k.key_id,
+        "name": k.name,
+        "principal": k.principal,
+        "roles": [r.value for r in k.roles],
+        "scopes": None if k.scopes is None else list(k.scopes),
+        "created_at": k.created_at.isoformat(),
+        "expires_at": k.expires_at.isoformat() if k.expires_at else None,
+        "revoked_at": k.revoked_at.isoformat() if k.revoked_at else None,
+    }
 
 
 @app.command("list")
@@ -66,24 +91,12 @@ def list_keys(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", 
     require_initialised(services)
     keys = services.access.list_keys()
     if as_json:
-        print_json(
-            [
-                {
-                    "key_id": k.key_id,
-                    "name": k.name,
-                    "principal": k.principal,
-                    "roles": [r.value for r in k.roles],
-                    "created_at": k.created_at.isoformat(),
-                    "expires_at": k.expires_at.isoformat() if k.expires_at else None,
-                    "revoked_at": k.revoked_at.isoformat() if k.revoked_at else None,
-                }
-                for k in keys
-            ]
-        )
+        print_json([_key_json(k) for k in keys])
         return
-    table = Table("key id", "name", "principal", "roles", "state")
+    table = Table("key id", "name", "principal", "roles", "scopes", "state")
     for k in keys:
-        table.add_row(k.key_id, k.name, k.principal, ",".join(k.roles), "revoked" if k.revoked_at else "active")
+        scopes = "all" if k.scopes is None else ",".join(k.scopes)
+        table.add_row(k.key_id, k.name, k.principal, ",".join(k.roles), scopes, "revoked" if k.revoked_at else "active")
     out_console.print(table)
 
 

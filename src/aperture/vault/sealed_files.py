@@ -16,7 +16,7 @@ import os
 import queue
 
 from aperture.core.errors import IntegrityFailure
-from aperture.vault.artifacts import Progress, SourceFile, WriteBehind, Writer, check_unchanged
+from aperture.vault.artifacts import ALIGN, Progress, SourceFile, WriteBehind, Writer, check_unchanged
 from aperture.vault.sealing import TAG, SealedReader, Sealer
 
 BUFFERS = 4  # plaintext chunks in flight: one being read, one hashed, the others queued to write
@@ -37,15 +37,17 @@ def _read_exactly(fd: int, view: memoryview) -> int:
     return got
 
 
-def seal_file(sealer: Sealer, source_fd: int, out_fd: int, source: SourceFile, progress: Progress | None) -> str:
-    """Write `sealer.header` and the sealed chunks of `source` to `out_fd`; the plaintext's
-    SHA-256 (hex). Refuses a source that changed while it was read."""
+def seal_file(
+    sealer: Sealer, source_fd: int, out_fd: int, source: SourceFile, progress: Progress | None, *, direct: bool = False
+) -> str:
+    """Write `sealer.header` and the sealed chunks of `source` to `out_fd` (opened with O_DIRECT
+    when `direct`); the plaintext's SHA-256 (hex). Refuses a source that changed while it was read."""
     chunk = sealer.chunk
     count = sealer.chunk_count(source.size)
-    writer = Writer(out_fd, direct=False)
-    writer.write(memoryview(sealer.header))
     digest = hashlib.sha256()
     if count == 1:  # configs, tokenizers: no threads for one chunk
+        writer = Writer(out_fd, direct=False)
+        writer.write(memoryview(sealer.header))
         whole = memoryview(bytearray(source.size))
         plain = whole[: _read_exactly(source_fd, whole)]
         check_unchanged(source_fd, source, len(plain) + len(os.read(source_fd, 1)))
@@ -55,18 +57,35 @@ def seal_file(sealer: Sealer, source_fd: int, out_fd: int, source: SourceFile, p
             progress(len(plain))
         return digest.hexdigest()
     plains = _buffers(min(BUFFERS, count), chunk)
-    sealed = memoryview(mmap.mmap(-1, chunk + TAG))
+    # The sealed stream (a 149-byte header, then chunks of chunk + 16 bytes) is laid out in a
+    # page-aligned staging buffer and written in whole pages, so O_DIRECT can take it: the device
+    # reads our buffer, no copy goes through the page cache and no dirty-page throttling stalls
+    # the writer. What is left of a page moves to the front for the next chunk (< 4 KiB).
+    (stage,) = _buffers(1, chunk + TAG + 2 * ALIGN)
+    stage[: len(sealer.header)] = sealer.header
+    fill = len(sealer.header)
     written = 0  # chunks the write-behind thread has sealed, in order
+    writer = Writer(out_fd, direct)
 
     def encrypt(_: int, plain: memoryview) -> memoryview:
-        nonlocal written
+        nonlocal written, fill
         counter, written = written, written + 1
-        return sealer.seal_into(counter, counter == count - 1, plain, sealed)
+        sealed = sealer.seal_into(counter, counter == count - 1, plain, stage[fill:])
+        fill += len(sealed)
+        return stage[: fill - fill % ALIGN]
+
+    def written_out(index: int) -> None:
+        nonlocal fill
+        if index >= 0:  # the pages just written are done: keep only the partial one
+            rest = fill % ALIGN
+            stage[:rest] = stage[fill - rest : fill]
+            fill = rest
+        free.put(index)
 
     free: queue.SimpleQueue[int] = queue.SimpleQueue()
     for index in range(len(plains)):
         free.put(index)
-    behind = WriteBehind(writer, free.put, encrypt)
+    behind = WriteBehind(writer, written_out, encrypt)
     total = 0
     try:
         for counter in range(count):
@@ -88,18 +107,20 @@ def seal_file(sealer: Sealer, source_fd: int, out_fd: int, source: SourceFile, p
         behind.join()
     behind.check()
     check_unchanged(source_fd, source, total)
+    writer.write(stage[:fill])  # the last partial page (the writer drops O_DIRECT for it)
     return digest.hexdigest()
 
 
-def unseal_to(reader: SealedReader, out_fd: int, progress: Progress | None) -> str:
-    """Write the plaintext of `reader` to `out_fd`, every chunk authenticated before it is
-    written; the plaintext's SHA-256 (hex). Raises IntegrityFailure at the first bad chunk."""
+def unseal_to(reader: SealedReader, out_fd: int, progress: Progress | None, *, direct: bool = False) -> str:
+    """Write the plaintext of `reader` to `out_fd` (opened with O_DIRECT when `direct`: whole
+    chunks are whole pages), every chunk authenticated before it is written; the plaintext's
+    SHA-256 (hex). Raises IntegrityFailure at the first bad chunk."""
     plains = _buffers(min(BUFFERS, reader.count), reader.chunk)
     sealed = memoryview(mmap.mmap(-1, reader.chunk + TAG))
     free: queue.SimpleQueue[int] = queue.SimpleQueue()
     for index in range(len(plains)):
         free.put(index)
-    behind = WriteBehind(Writer(out_fd, direct=False), free.put)
+    behind = WriteBehind(Writer(out_fd, direct), free.put)
     digest = hashlib.sha256()
     try:
         for counter in range(reader.count):

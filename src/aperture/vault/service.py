@@ -19,7 +19,15 @@ from sqlalchemy import Connection
 from aperture.core.db import Database
 from aperture.core.errors import Conflict, IntegrityFailure, InvalidInput, NotInitialised, Unavailable
 from aperture.vault import signing, store
-from aperture.vault.artifacts import ArtifactStore, Progress, SourceFile, StoredBlob, fsync_directory, open_source
+from aperture.vault.artifacts import (
+    ArtifactStore,
+    Progress,
+    SourceFile,
+    StoredBlob,
+    fsync_directory,
+    open_new_file,
+    open_source,
+)
 from aperture.vault.domain import SignedManifest, root_digest, verify_bundle
 from aperture.vault.keys import InstanceKeys, load_instance_keys
 from aperture.vault.sealed_files import require_digest, seal_file, unseal_digest, unseal_to
@@ -42,7 +50,6 @@ from aperture.vault.store import Keyring, SealedBlobRow
 
 ARTIFACT_PUBLIC_KEY_FILE = "artifacts-p256.pub"
 UPPER_TIER = "upper"
-_OPEN_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,11 +344,12 @@ class VaultService:
         temp = final.with_name(final.name + ".part")
         source_fd = open_source(source)
         try:
-            out_fd = os.open(temp, _OPEN_NEW, 0o600)
+            sealer = Sealer(keyring.public_key, artifact_id)
+            out_fd, direct = open_new_file(temp, 0o600, direct=source.size > sealer.chunk)
             try:
                 with contextlib.suppress(OSError, AttributeError):
                     os.posix_fadvise(source_fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
-                digest = seal_file(Sealer(keyring.public_key, artifact_id), source_fd, out_fd, source, progress)
+                digest = seal_file(sealer, source_fd, out_fd, source, progress, direct=direct)
                 os.fsync(out_fd)
             finally:
                 os.close(out_fd)
@@ -404,10 +412,10 @@ class VaultService:
         plaintext's digest; on any failure the destination is removed again."""
         key = self._tier_key()
         with SealedReader(self._existing_sealed(row), key, row.artifact_id) as reader:
-            fd = os.open(destination, _OPEN_NEW, 0o600)
+            fd, direct = open_new_file(destination, 0o600, direct=row.size >= reader.chunk)
             try:
                 try:
-                    actual = unseal_to(reader, fd, progress)
+                    actual = unseal_to(reader, fd, progress, direct=direct)
                     require_digest(actual, row.sha256, row.artifact_id)
                     os.fsync(fd)
                 finally:
