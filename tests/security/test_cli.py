@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from aperture.bootstrap import Services
 from aperture.cli import app
 from aperture.cli_support import CliState
+from aperture.core.errors import InvalidInput
 from tests.registry.builders import write_hf_directory
 
 Invoke = Callable[..., Result]
@@ -344,6 +345,19 @@ def test_scoped_keys_and_bad_scopes(people: Invoke) -> None:
         "invalid_input",
         "administrator",
     )
+    fails(
+        people("keys", "issue", "--name", "x", "--principal", "alice", "--expires", "next tuesday"),
+        2,
+        "invalid_input",
+        "next tuesday",
+    )
+    fails(
+        people("keys", "issue", "--name", "x", "--principal", "alice", "--expires", "2020-01-01T00:00:00Z"),
+        2,
+        "invalid_input",
+        "past",
+    )
+    fails(people("keys", "issue", "--name", "x", "--principal", "alice", "--role", "king"), 2, "invalid_input", "king")
     assert json.loads(ok(people("keys", "list", "--json")).stdout) == keys_before
 
 
@@ -378,12 +392,13 @@ def test_security_alerts_and_grants_for_the_operator(people: Invoke, services: S
         services.registry.get_version("f7", "1"),
         services.registry.get_version("f7", "1"),
     )
-    services.security.present_share(world.caller("carol"), world.shares["dave"])  # the wrong share: an alert
+    with pytest.raises(InvalidInput):  # the wrong share: refused, and an alert
+        services.security.present_share(world.caller("carol"), world.shares["dave"])
     services.security.request_grant(world.caller("alice"), "f7:1", Action.DOWNLOAD, reason="evaluation")
     (alert,) = json.loads(ok(people("security", "alerts", "--json")).stdout)
     assert alert["kind"] == "bad_unseal_share" and alert["severity"] == "high"
     assert json.loads(ok(people("security", "alerts", "--open", "--json")).stdout) == [alert]
     (grant,) = json.loads(ok(people("security", "grants", "--json")).stdout)
     assert grant["model"] == "f7:1" and grant["state"] == "pending" and grant["requester"] == "alice"
-    assert "bad_unseal_share" in ok(people("security", "alerts")).stdout
+    assert "high" in ok(people("security", "alerts")).stdout  # a table: rich wraps the kind at 80 columns
     assert "pending" in ok(people("security", "grants")).stdout
