@@ -5,15 +5,18 @@ Thin adapters: each page calls service read functions and renders a template.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from importlib import resources
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup, escape
 
 from aperture import __version__
 from aperture.access.domain import Action, Caller
@@ -33,6 +36,7 @@ def _templates() -> Jinja2Templates:
     env.filters["bytes"] = human_bytes
     env.filters["count"] = human_count
     env.filters["flop"] = human_flop
+    env.filters["code_spans"] = code_spans
     return Jinja2Templates(env=env)
 
 
@@ -65,17 +69,41 @@ def human_flop(value: int) -> str:
     return f"{mantissa} × 10{str(int(exponent)).translate(_SUPERSCRIPT)} FLOP"
 
 
+def code_spans(text: str) -> Markup:
+    """Show `command` spans (as hints write them) as code; everything else escaped as text."""
+    parts = text.split("`")
+    if len(parts) % 2 == 0:  # an unpaired backtick: plain text
+        return escape(text)
+    out = Markup()
+    for position, part in enumerate(parts):
+        out += Markup("<code>%s</code>") % part if position % 2 else escape(part)
+    return out
+
+
 def error_page(request: Request, status: int, message: str, hint: str) -> Response:
     templates: Jinja2Templates = request.app.state.templates
+    viewer: dict[str, Any] = {"me": None, "desk": False}
+    if status < 500:  # a server error may be the database failing: do not ask it who is viewing
+        with contextlib.suppress(Exception):  # the error page must render even if this fails
+            viewer = request.app.state.page_viewer(request)
     context = {
         "status": status,
         "title": _TITLES.get(status, "Something went wrong"),
         "message": message,
         "hint": hint,
-        "me": None,
+        "back": _same_site_referrer(request) if request.method == "POST" else None,
         "csrf": session(request).get("csrf", ""),
+        **viewer,
     }
     return templates.TemplateResponse(request, "error.html", context, status_code=status)
+
+
+def _same_site_referrer(request: Request) -> str | None:
+    """Where a refused form was submitted from, when it is a page of this site (a path only)."""
+    referrer = urlsplit(request.headers.get("referer", ""))
+    if referrer.netloc != request.url.netloc or not referrer.path.startswith("/") or referrer.path.startswith("//"):
+        return None
+    return referrer.path + (f"?{referrer.query}" if referrer.query else "")
 
 
 def mount(app: FastAPI, services: Services) -> None:
@@ -90,16 +118,17 @@ def mount(app: FastAPI, services: Services) -> None:
     def me(request: Request) -> Caller:
         return viewer(request, lambda name, epoch, origin: services.access.session_caller(name, epoch, origin=origin))
 
-    def render(request: Request, name: str, section: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    def page_viewer(request: Request) -> dict[str, Any]:
+        """Who is viewing (for the header): the signed-in person, and whether they are the desk."""
         caller = me(request)
         signed_in = caller.session
         desk = signed_in and services.access.decide(caller, Action.VIEW_SECURITY).allowed
-        base = {
-            "section": section,
-            "me": caller if signed_in else None,
-            "desk": desk,
-            "csrf": session(request).get("csrf", ""),
-        }
+        return {"me": caller if signed_in else None, "desk": desk}
+
+    app.state.page_viewer = page_viewer
+
+    def render(request: Request, name: str, section: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+        base = {"section": section, **page_viewer(request), "csrf": session(request).get("csrf", "")}
         return templates.TemplateResponse(request, name, {**base, **context}, status_code=status_code)
 
     def back(to: str) -> RedirectResponse:
