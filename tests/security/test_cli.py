@@ -6,36 +6,21 @@ Bad input gets a non-zero exit, the problem and a hint on stderr, and changes no
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import Result
-from typer.testing import CliRunner
 
 from aperture.bootstrap import Services
-from aperture.cli import app
-from aperture.cli_support import CliState
 from aperture.core.errors import InvalidInput
 from tests.registry.builders import write_hf_directory
+from tests.registry.test_cli import run
+
+__all__ = ["run"]  # the registry's CLI fixture: the real Typer app on this test's instance
 
 Invoke = Callable[..., Result]
-
-
-@pytest.fixture
-def run(services: Services) -> Iterator[Invoke]:
-    states: list[CliState] = []
-
-    def invoke(*args: str) -> Result:
-        state = CliState(settings=services.settings)
-        states.append(state)
-        return CliRunner().invoke(app, list(args), obj=state)
-
-    yield invoke
-    for state in states:
-        if state._services is not None:
-            state._services.close()
 
 
 def ok(result: Result) -> Result:
@@ -179,36 +164,15 @@ def test_explain_allows_denies_and_refuses_nonsense(people: Invoke, tmp_path: Pa
 def test_seal_init_hands_out_shares_once_and_refuses_bad_custody(people: Invoke) -> None:
     status = json.loads(ok(people("seal", "status", "--json")).stdout)
     assert status["initialised"] is False
-    fails(
-        people("seal", "init", "--custodian", "carol", "--custodian", "dave", "--threshold", "1"),
-        2,
-        "invalid_input",
-        "k-of-n",
-    )
-    fails(
-        people("seal", "init", "--custodian", "carol", "--custodian", "dave", "--threshold", "3"),
-        2,
-        "invalid_input",
-        "k-of-n",
-    )
-    fails(
-        people("seal", "init", "--custodian", "carol", "--custodian", "alice", "--threshold", "2"),
-        2,
-        "invalid_input",
-        "alice is not a key custodian",
-    )
-    fails(
-        people("seal", "init", "--custodian", "carol", "--custodian", "carol", "--threshold", "2"),
-        2,
-        "invalid_input",
-        "twice",
-    )
-    fails(
-        people("seal", "init", "--custodian", "carol", "--custodian", "ghost", "--threshold", "2"),
-        3,
-        "not_found",
-        "ghost",
-    )
+    for custodians, threshold, exit_code, code, problem in (
+        (("carol", "dave"), "1", 2, "invalid_input", "k-of-n"),  # nobody unseals alone
+        (("carol", "dave"), "3", 2, "invalid_input", "k-of-n"),  # more shares needed than exist
+        (("carol", "alice"), "2", 2, "invalid_input", "alice is not a key custodian"),
+        (("carol", "carol"), "2", 2, "invalid_input", "twice"),
+        (("carol", "ghost"), "2", 3, "not_found", "ghost"),
+    ):
+        named = [arg for name in custodians for arg in ("--custodian", name)]
+        fails(people("seal", "init", *named, "--threshold", threshold), exit_code, code, problem)
     assert json.loads(ok(people("seal", "status", "--json")).stdout)["initialised"] is False
     created = json.loads(
         ok(

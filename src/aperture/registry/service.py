@@ -339,30 +339,7 @@ class RegistryService:
         base_version_id = self._base_version_id(connection, record.facts.lineage.registered_base)
         model_id = store.model_id(connection, record.model_name)
         asset = version_asset(record.id)
-        if level.upper_tier or canary:
-            # The public log names an upper-tier version (or a canary) by its opaque id only.
-            if model_id is None:
-                model_id = new_id()
-                store.insert_model(
-                    connection,
-                    id=model_id,
-                    name=record.model_name,
-                    created_at=record.registered_at,
-                    created_by=record.registered_by,
-                )
-            store.insert_version(connection, record, model_id=model_id, base_version_id=base_version_id)
-            self.vault.reference(connection, _owner(record.id), blobs, record.registered_at)
-            self.access.classify_in(
-                connection, caller, asset, label=record.reference, level=level, programme=programme, canary=canary
-            )
-            self.audit.append(
-                connection,
-                actor=caller.actor,
-                action="registry.version.registered",
-                resource=asset.audit_resource,
-                details={"level": str(level), "sealed": level.upper_tier},
-            )
-            return
+        hidden = level.upper_tier or canary  # the public log names these by their opaque id only
         if model_id is None:
             model_id = new_id()
             store.insert_model(
@@ -372,16 +349,28 @@ class RegistryService:
                 created_at=record.registered_at,
                 created_by=record.registered_by,
             )
+            if not hidden:
+                self.audit.append(
+                    connection,
+                    actor=caller.actor,
+                    action="registry.model.created",
+                    resource=f"model:{record.model_name}",
+                    details={"model_id": model_id},
+                )
+        store.insert_version(connection, record, model_id=model_id, base_version_id=base_version_id)
+        self.vault.reference(connection, _owner(record.id), blobs, record.registered_at)
+        self.access.classify_in(
+            connection, caller, asset, label=record.reference, level=level, programme=programme, canary=canary
+        )
+        if hidden:
             self.audit.append(
                 connection,
                 actor=caller.actor,
-                action="registry.model.created",
-                resource=f"model:{record.model_name}",
-                details={"model_id": model_id},
+                action="registry.version.registered",
+                resource=asset.audit_resource,
+                details={"level": str(level), "sealed": level.upper_tier},
             )
-        store.insert_version(connection, record, model_id=model_id, base_version_id=base_version_id)
-        self.vault.reference(connection, _owner(record.id), blobs, record.registered_at)
-        self.access.classify_in(connection, caller, asset, label=record.reference, level=level, programme=programme)
+            return
         facts = record.facts
         self.audit.append(
             connection,

@@ -247,15 +247,7 @@ class VaultService:
         if keyring is None:
             return SealStatus(False, True, None, 0, 0, 0, ())
         with self._seal_lock:
-            return SealStatus(
-                True,
-                self._tier_private is None,
-                keyring.id,
-                keyring.threshold,
-                keyring.shares,
-                len(self._presented),
-                tuple(custodian for _, (custodian, _) in sorted(keyring.custodians.items())),
-            )
+            return self._status_locked(keyring)
 
     def present_share(self, custodian: str, share_text: str) -> ShareReceipt:
         """One custodian's share. A share that is not this custodian's, of another keyring, or
