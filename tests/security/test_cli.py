@@ -38,6 +38,11 @@ def fails(result: Result, exit_code: int, code: str, *words: str) -> str:
     return stderr
 
 
+def register(run: Invoke, source: Path, *options: str, name: str = "f7") -> Result:
+    """`aperture models register SOURCE --name NAME --version 1 OPTIONS...`"""
+    return run("models", "register", str(source), "--name", name, "--version", "1", *options)
+
+
 def listing(run: Invoke) -> dict[str, Any]:
     found: dict[str, Any] = json.loads(ok(run("access", "list", "--json")).stdout)
     return found
@@ -131,21 +136,7 @@ def test_bad_access_input_names_the_problem_and_changes_nothing(
 def test_explain_allows_denies_and_refuses_nonsense(people: Invoke, tmp_path: Path) -> None:
     ok(people("seal", "init", "--custodian", "carol", "--custodian", "dave", "--threshold", "2", "--json"))
     source = write_hf_directory(tmp_path / "hf")
-    ok(
-        people(
-            "models",
-            "register",
-            str(source),
-            "--name",
-            "f7",
-            "--version",
-            "1",
-            "--level",
-            "SL4",
-            "--programme",
-            "frontier",
-        )
-    )
+    ok(register(people, source, "--level", "SL4", "--programme", "frontier"))
     allowed = ok(people("access", "explain", "alice", "view", "f7:1", "--json"))
     assert json.loads(allowed.stdout)["allowed"] is True
     denied = people("access", "explain", "quinn", "view", "f7:1", "--json")
@@ -209,65 +200,20 @@ def test_register_at_a_level_seals_and_classifies_and_refuses_bad_levels(
     people: Invoke, services: Services, tmp_path: Path
 ) -> None:
     source = write_hf_directory(tmp_path / "hf")
-    # Sealing needs the tier's key first.
-    fails(
-        people(
-            "models",
-            "register",
-            str(source),
-            "--name",
-            "f7",
-            "--version",
-            "1",
-            "--level",
-            "SL4",
-            "--programme",
-            "frontier",
-        ),
-        8,
-        "not_initialised",
-        "seal init",
-    )
+    upper = ("--level", "SL4", "--programme", "frontier")
+    fails(register(people, source, *upper), 8, "not_initialised", "seal init")  # sealing needs the tier's key
     ok(people("seal", "init", "--custodian", "carol", "--custodian", "dave", "--threshold", "2"))
     for args, exit_code, code, word in (
         (("--level", "SL9"), 2, "invalid_input", "SL9"),
         (("--level", "SL4"), 2, "invalid_input", "programme"),
         (("--level", "SL4", "--programme", "nowhere"), 3, "not_found", "nowhere"),
     ):
-        fails(people("models", "register", str(source), "--name", "f7", "--version", "1", *args), exit_code, code, word)
+        fails(register(people, source, *args), exit_code, code, word)
     assert json.loads(ok(people("access", "assets", "--json")).stdout) == []
-    assert not any(services.settings.sealed_dir.rglob("*-*")) if services.settings.sealed_dir.exists() else True
-    registered = people(
-        "models",
-        "register",
-        str(source),
-        "--name",
-        "f7",
-        "--version",
-        "1",
-        "--level",
-        "SL4",
-        "--programme",
-        "frontier",
-        "--json",
-    )
-    ok(registered)
-    ok(
-        people(
-            "models",
-            "register",
-            str(source),
-            "--name",
-            "decoy",
-            "--version",
-            "1",
-            "--level",
-            "SL3",
-            "--programme",
-            "frontier",
-            "--canary",
-        )
-    )
+    assert not [p for p in services.settings.sealed_dir.rglob("*") if p.is_file()]
+    assert json.loads(ok(people("models", "list", "--json")).stdout) == []
+    ok(register(people, source, *upper, "--json"))
+    ok(register(people, source, "--level", "SL3", "--programme", "frontier", "--canary", name="decoy"))
     assets = {a["label"]: a for a in json.loads(ok(people("access", "assets", "--json")).stdout)}
     assert assets["f7:1"]["level"] == "SL4" and assets["decoy:1"]["canary"] is True
     sealed = [p for p in services.settings.sealed_dir.rglob("*-*") if p.is_file()]
@@ -335,21 +281,7 @@ def test_security_alerts_and_grants_for_the_operator(people: Invoke, services: S
         ok(people("seal", "init", "--custodian", "carol", "--custodian", "dave", "--threshold", "2", "--json")).stdout
     )
     source = write_hf_directory(tmp_path / "hf")
-    ok(
-        people(
-            "models",
-            "register",
-            str(source),
-            "--name",
-            "f7",
-            "--version",
-            "1",
-            "--level",
-            "SL4",
-            "--programme",
-            "frontier",
-        )
-    )
+    ok(register(people, source, "--level", "SL4", "--programme", "frontier"))
     world = World(
         services,
         {s["custodian"]: s["share"] for s in shares["shares"]},
