@@ -2,10 +2,10 @@
 
 Sealing: the calling thread reads each plaintext chunk into a reused buffer and hashes it, while
 the write-behind thread (artifacts.WriteBehind) encrypts the chunk into its own buffer and writes
-it. Unsealing: the calling thread reads, decrypts (authenticating) and hashes each chunk, while
-the write-behind thread writes the plaintext. SHA-256, AES-GCM and os.write release the GIL, so
-on two cores hashing runs beside encryption and writing; SHA-256 is the slowest stage. Memory is
-a handful of chunk buffers (about 20 MiB at 4 MiB chunks) whatever the file's size.
+it. Unsealing: a thread reads and decrypts (authenticating) each chunk, the calling thread hashes
+it, and the write-behind thread writes the plaintext. SHA-256, AES-GCM and os.write release the
+GIL, so on two cores hashing runs beside encryption and writing; SHA-256 is the slowest stage.
+Memory is a handful of chunk buffers (about 20 MiB at 4 MiB chunks) whatever the file's size.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import hashlib
 import mmap
 import os
 import queue
+import threading
 
 from aperture.core.errors import IntegrityFailure
 from aperture.vault.artifacts import ALIGN, Progress, SourceFile, WriteBehind, Writer, check_unchanged
@@ -114,25 +115,63 @@ def seal_file(
 def unseal_to(reader: SealedReader, out_fd: int, progress: Progress | None, *, direct: bool = False) -> str:
     """Write the plaintext of `reader` to `out_fd` (opened with O_DIRECT when `direct`: whole
     chunks are whole pages), every chunk authenticated before it is written; the plaintext's
-    SHA-256 (hex). Raises IntegrityFailure at the first bad chunk."""
+    SHA-256 (hex). Raises IntegrityFailure at the first bad chunk.
+
+    Three stages: a thread reads and decrypts each chunk into a free buffer, the calling thread
+    hashes it (the slowest stage, alone on its core), the write-behind thread writes it. A
+    buffer is free again once it is both hashed and written."""
     plains = _buffers(min(BUFFERS, reader.count), reader.chunk)
     sealed = memoryview(mmap.mmap(-1, reader.chunk + TAG))
     free: queue.SimpleQueue[int] = queue.SimpleQueue()
     for index in range(len(plains)):
         free.put(index)
-    behind = WriteBehind(Writer(out_fd, direct), free.put)
+    opened: queue.SimpleQueue[tuple[int, memoryview] | BaseException | None] = queue.SimpleQueue()
+    users = [0] * len(plains)  # stages still using each buffer
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def release(index: int) -> None:
+        if index < 0:  # the writer failed: wake the decrypting thread
+            free.put(-1)
+            return
+        with lock:
+            users[index] -= 1
+            unused = users[index] == 0
+        if unused:
+            free.put(index)
+
+    def decrypt() -> None:
+        try:
+            for counter in range(reader.count):
+                index = free.get()
+                if index < 0 or stop.is_set():
+                    break
+                with lock:
+                    users[index] = 2  # the hash and the write
+                opened.put((index, reader.read_into(counter, sealed, plains[index])))
+        except BaseException as error:  # raised on the calling thread
+            opened.put(error)
+            return
+        opened.put(None)
+
+    behind = WriteBehind(Writer(out_fd, direct), release)
+    decrypting = threading.Thread(target=decrypt, name="aperture-unseal", daemon=True)
+    decrypting.start()
     digest = hashlib.sha256()
     try:
-        for counter in range(reader.count):
-            index = free.get()
-            if index < 0:
-                break
-            plain = reader.read_into(counter, sealed, plains[index])
+        while (item := opened.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            index, plain = item
             behind.put(index, plain)
             digest.update(plain)
+            release(index)
             if progress is not None:
                 progress(len(plain))
     finally:
+        stop.set()
+        free.put(-1)  # in case the decrypting thread waits for a buffer
+        decrypting.join()
         behind.join()
     behind.check()
     return digest.hexdigest()
