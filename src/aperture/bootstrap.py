@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import timedelta
 from functools import cached_property
 
 from aperture.access.domain import SYSTEM, Role
-from aperture.access.service import AccessService, IssuedKey
+from aperture.access.policy import PolicyEngine, policy_texts_from
+from aperture.access.service import AccessService, AccessSettings, IssuedKey
 from aperture.audit.service import AuditLog
 from aperture.core import db
 from aperture.core.clock import Clock, SystemClock
@@ -16,6 +18,7 @@ from aperture.registry.service import RegistryService
 from aperture.risk.datasets import DataDirectory
 from aperture.risk.providers import judge_provider, transformers_engine_provider
 from aperture.risk.service import ChunkRunner, RiskService
+from aperture.security.service import SecurityService, security_settings
 from aperture.settings import Settings, apply_process_environment
 from aperture.vault.artifacts import ArtifactStore
 from aperture.vault.keys import InstanceKeys, generate_instance_keys, load_instance_keys
@@ -34,6 +37,7 @@ class Services:
     vault: VaultService
     registry: RegistryService
     risk: RiskService
+    security: SecurityService
     _keys: InstanceKeys | None = field(default=None, repr=False)
 
     @cached_property
@@ -51,10 +55,18 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
     database = db.Database.from_url(settings.resolved_database_url)
     # The log signs tree heads with the instance key, loaded on first use (after `init` made it).
     audit = AuditLog(clock, database, signer=lambda: services.keys)
-    access = AccessService(database, audit, clock)
+    engine = PolicyEngine(policy_texts_from(settings.policy_dir)) if settings.policy_dir else PolicyEngine.shipped()
+    access_settings = AccessSettings(
+        refresh_s=settings.authz_refresh_s,
+        login_max_failures=settings.login_max_failures,
+        login_lockout=timedelta(seconds=settings.login_lockout_s),
+    )
+    access = AccessService(database, audit, clock, engine=engine, config=access_settings)
     artifacts = ArtifactStore(settings.artifacts_dir, workers=settings.resolved_hash_workers)
-    vault = VaultService(database, artifacts, settings.keys_dir)
-    registry = RegistryService(database, audit, clock, vault, model_cache=settings.resolved_model_cache)
+    vault = VaultService(database, artifacts, settings.keys_dir, settings.sealed_dir)
+    registry = RegistryService(database, audit, clock, vault, access, model_cache=settings.resolved_model_cache)
+    security = SecurityService(database, audit, clock, access, vault, registry, security_settings(settings))
+    access.observe(security.watch)
     data = DataDirectory(settings.data_dir)
     engines = transformers_engine_provider(settings.eval_batch_tokens, settings.eval_threads)
     chunk_runner: ChunkRunner | None = None
@@ -89,6 +101,7 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
         vault=vault,
         registry=registry,
         risk=risk,
+        security=security,
     )
     return services
 

@@ -64,16 +64,21 @@ def migrate(ctx: typer.Context) -> None:
 
 
 def _mount() -> None:
+    from aperture.access.cli import access_app
     from aperture.access.cli import app as keys_app
     from aperture.audit.cli import app as audit_app
     from aperture.registry.cli import app as models_app
     from aperture.risk.cli import app as assess_app
+    from aperture.security.cli import seal_app, security_app
     from aperture.web.cli import demo, serve
 
     app.add_typer(keys_app, name="keys")
     app.add_typer(audit_app, name="audit")
     app.add_typer(models_app, name="models")
     app.add_typer(assess_app, name="assess")
+    app.add_typer(access_app, name="access")
+    app.add_typer(seal_app, name="seal")
+    app.add_typer(security_app, name="security")
     app.command()(serve)
     app.command()(demo)
 

@@ -8,6 +8,7 @@ a status and `{"error": {"code", "message", "hint"}}`.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from fastapi import Request
@@ -35,15 +36,16 @@ def caller_dependency(services: Services) -> Callable[[Request], Caller]:
 
     def caller(request: Request) -> Caller:
         token = bearer_token(request)
+        origin = request.client.host if request.client else None
         if token is None:
-            return ANONYMOUS
-        return services.access.authenticate(token)
+            return replace(ANONYMOUS, origin=origin)
+        return services.access.authenticate(token, origin=origin)
 
     return caller
 
 
 def require_authenticated(caller: Caller) -> Caller:
-    if caller is ANONYMOUS or caller.key_id is None:
+    if caller.principal == ANONYMOUS.principal or (caller.key_id is None and not caller.session):
         raise Unauthenticated("this endpoint needs an API key", hint="send `Authorization: Bearer apk_...`")
     return caller
 

@@ -43,6 +43,24 @@ class Settings(BaseSettings):
     )
     ray_workers: int = Field(default=2, ge=1, description="Ray workers (each holds one copy of the model).")
     hf_offline: bool = Field(default=True, description="Keep transformers off the network (no model hub).")
+    policy_dir: Path | None = Field(
+        default=None, description="Directory of Cedar policy files to use instead of the shipped ones."
+    )
+    authz_refresh_s: float = Field(
+        default=1.0, ge=0, description="Seconds a process trusts its Cedar entity store before checking for changes."
+    )
+    session_ttl_s: int = Field(default=8 * 3600, ge=60, description="Seconds a UI sign-in lasts.")
+    cookie_secure: bool = Field(default=False, description="Mark the session cookie Secure (set it behind HTTPS).")
+    login_max_failures: int = Field(default=5, ge=1, description="Failed sign-ins in a row before an account locks.")
+    login_lockout_s: int = Field(default=900, ge=1, description="Seconds a locked account stays locked.")
+    grant_max_hours: int = Field(default=72, ge=1, description="The longest a weight-access grant may last.")
+    download_token_ttl_s: int = Field(default=300, ge=10, description="Seconds a single-use download token is valid.")
+    anomaly_factor: float = Field(
+        default=3.0, gt=1, description="Downloads in a day above this multiple of a person's baseline raise an alert."
+    )
+    anomaly_min_downloads: int = Field(
+        default=5, ge=1, description="Downloads in a day a person may always make before the baseline rule applies."
+    )
 
     @field_validator("home", mode="after")
     @classmethod
@@ -62,6 +80,10 @@ class Settings(BaseSettings):
     @property
     def keys_dir(self) -> Path:
         return self.home / "keys"
+
+    @property
+    def sealed_dir(self) -> Path:
+        return self.home / "sealed"
 
     @property
     def resolved_model_cache(self) -> Path:

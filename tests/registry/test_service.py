@@ -94,7 +94,11 @@ def test_register_a_single_safetensors_file(services: Services, tmp_path: Path) 
     assert version.facts.modalities == (Modality.TEXT,)
     assert version.signing_key_id == services.keys.artifact_key_id
     assert services.registry.get_version("tiny", "1.0") == version
-    assert actions(services)[-2:] == ["registry.model.created", "registry.version.registered"]
+    assert actions(services)[-3:] == [
+        "registry.model.created",
+        "access.asset.classified",
+        "registry.version.registered",
+    ]
     assert temp_files(services) == []
 
 

@@ -1,26 +1,81 @@
-"""Use cases of authentication: issuing, checking and revoking API keys."""
+"""Use cases of access: principals, classification, authorization (Cedar), authentication.
+
+Authorization goes through one function, `AccessService.authorize`, which every area calls from
+its service layer: CLI, API and pages share the one check. It decides with the Cedar policies over
+an entity store built from the database, audits every decision on an upper-tier asset (allow and
+deny), and tells its observers (the canary and anomaly watch) about each decision.
+"""
 
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
-from datetime import datetime
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+import cedarpy
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from sqlalchemy import Connection
 
 from aperture.access import store
 from aperture.access.domain import (
+    INSTANCE_UID,
     KEY_PREFIX,
+    OPERATOR,
+    UNREGISTERED,
+    Action,
     ApiKey,
+    AssetRef,
     Caller,
+    Classification,
+    Decision,
+    Organisation,
+    Principal,
+    PrincipalKind,
+    Programme,
     Role,
+    SecurityLevel,
+    State,
+    Vetting,
+    after_failed_login,
+    cedar_entities,
+    check_classification,
+    check_clearance,
+    check_name,
+    check_password_strength,
+    check_scopes,
+    check_state,
+    cleared_for,
+    decision_context,
     hash_secret,
+    is_locked,
     key_matches,
     key_usable,
     parse_key,
+    scope_allows,
 )
+from aperture.access.policy import PolicyEngine
 from aperture.audit.service import AuditLog
 from aperture.core.clock import Clock
 from aperture.core.db import Database
-from aperture.core.errors import Forbidden, InvalidInput, NotFound, Unauthenticated
+from aperture.core.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
+
+# Told of every decision on an asset: (caller, decision, classification, purpose), where purpose is
+# "read" for a use of the asset and "list" for a listing that only shows it exists.
+DecisionObserver = Callable[[Caller, Decision, Classification, str], None]
+
+
+@dataclass(frozen=True)
+class AccessSettings:
+    """The knobs of authorization and authentication (from Settings, by the composition root)."""
+
+    refresh_s: float = 1.0
+    login_max_failures: int = 5
+    login_lockout: timedelta = timedelta(minutes=15)
 
 
 @dataclass(frozen=True)
@@ -32,10 +87,28 @@ class IssuedKey:
 
 
 class AccessService:
-    def __init__(self, database: Database, audit: AuditLog, clock: Clock) -> None:
+    def __init__(
+        self,
+        database: Database,
+        audit: AuditLog,
+        clock: Clock,
+        *,
+        engine: PolicyEngine | None = None,
+        config: AccessSettings | None = None,
+    ) -> None:
         self.database = database
         self.audit = audit
         self.clock = clock
+        self.engine = engine or PolicyEngine.shipped()
+        self.config = config or AccessSettings()
+        self.passwords = PasswordHasher()
+        self._observers: list[DecisionObserver] = []
+        self._lock = threading.Lock()
+        self._entities: cedarpy.Entities | None = None
+        self._known: frozenset[str] = frozenset()
+        self._assets: dict[str, Classification] = {}
+        self._generation = -1
+        self._checked_at = 0.0
 
     def issue_key(
         self,
@@ -45,6 +118,7 @@ class AccessService:
         principal: str,
         roles: tuple[Role, ...],
         expires_at: datetime | None = None,
+        scopes: Sequence[str] | None = None,
     ) -> IssuedKey:
         if not caller.has(Role.ADMINISTRATOR):
             raise Forbidden("only an administrator may issue API keys", hint="ask an administrator")
@@ -53,38 +127,70 @@ class AccessService:
         now = self.clock.now()
         if expires_at is not None and expires_at <= now:
             raise InvalidInput("the expiry is in the past", hint="give a future time, or none")
+        key_scopes = None if scopes is None else check_scopes(scopes)
         with self.database.transaction() as connection:
+            registered = store.load_principal(connection, principal)
+            if registered is not None:
+                extra = sorted(role.value for role in roles if role not in registered.roles)
+                if extra:
+                    raise InvalidInput(
+                        f"{principal} does not hold the role(s) {', '.join(extra)}",
+                        hint=f"give the key only roles {principal} holds, or add the roles to {principal} first",
+                    )
             while True:
                 key_id = secrets.token_hex(4)
                 if store.load_key(connection, key_id) is None:
                     break
             text = f"{KEY_PREFIX}_{key_id}_{secrets.token_urlsafe(32)}"
-            key = ApiKey(key_id, name, principal, roles, now, expires_at, None)
+            key = ApiKey(key_id, name, principal, roles, now, expires_at, None, key_scopes)
             store.insert_key(connection, key, hash_secret(text))
             self.audit.append(
                 connection,
                 actor=caller.actor,
                 action="access.key.issued",
                 resource=f"api-key:{key_id}",
-                details={"name": name, "principal": principal, "roles": [r.value for r in roles]},
+                details={
+                    "name": name,
+                    "principal": principal,
+                    "roles": [r.value for r in roles],
+                    "scopes": None if key_scopes is None else list(key_scopes),
+                    "expires_at": None if expires_at is None else expires_at.isoformat(),
+                },
             )
         return IssuedKey(key, text)
 
-    def authenticate(self, key_text: str) -> Caller:
+    def authenticate(self, key_text: str, *, origin: str | None = None) -> Caller:
+        """The caller behind an API key. Every refused key is audited (which key id, why, from
+        where; never the secret), so guessing and the use of revoked keys leave a trace."""
         key_id = parse_key(key_text)
         if key_id is None:
+            self._key_refused("?", "malformed", origin)
             raise Unauthenticated("the API key is malformed", hint="send `Authorization: Bearer apk_...`")
         with self.database.read() as connection:
             found = store.load_key(connection, key_id)
+            registered = None if found is None else store.load_principal(connection, found[0].principal)
         if found is None or not key_matches(key_text, found[1]):
+            self._key_refused(key_id, "unknown key" if found is None else "wrong secret", origin)
             raise Unauthenticated(
                 "the API key is not known",
                 hint="send `Authorization: Bearer apk_...` with a key issued by this instance, or ask for a new one",
             )
         key = found[0]
         if not key_usable(key, self.clock.now()):
+            self._key_refused(key_id, "revoked" if key.revoked_at is not None else "expired", origin)
             raise Unauthenticated("the API key is revoked or expired", hint="ask an administrator for a new key")
-        return Caller(principal=key.principal, roles=key.roles, key_id=key.key_id)
+        roles = key.roles
+        if registered is not None:
+            if registered.disabled:
+                self._key_refused(key_id, "principal disabled", origin)
+                raise Unauthenticated(f"{registered.name} is disabled", hint="ask an administrator")
+            roles = tuple(role for role in key.roles if role in registered.roles)
+        return Caller(principal=key.principal, roles=roles, key_id=key.key_id, scopes=key.scopes, origin=origin)
+
+    def _key_refused(self, key_id: str, why: str, origin: str | None) -> None:
+        self.audit.record(
+            actor="?", action="access.key.refused", resource=f"api-key:{key_id}", details={"why": why, "origin": origin}
+        )
 
     def revoke_key(self, caller: Caller, key_id: str) -> ApiKey:
         if not caller.has(Role.ADMINISTRATOR):
@@ -106,3 +212,544 @@ class AccessService:
     def has_any_key(self) -> bool:
         with self.database.read() as connection:
             return store.count_keys(connection) > 0
+
+    # --- states, organisations, programmes, principals ------------------------------------
+
+    def _require_manager(self, caller: Caller) -> None:
+        self.require_instance(caller, Action.MANAGE_PRINCIPALS)
+
+    def _changed(
+        self, connection: Connection, caller: Caller, action: str, resource: str, details: dict[str, Any]
+    ) -> None:
+        store.bump_generation(connection)
+        self.audit.append(connection, actor=caller.actor, action=action, resource=resource, details=details)
+        self._generation = -1  # this process rebuilds at once
+
+    def save_state(self, caller: Caller, state: State) -> State:
+        self._require_manager(caller)
+        check_state(state)
+        with self.database.transaction() as connection:
+            store.upsert_state(connection, state)
+            self._changed(
+                connection,
+                caller,
+                "access.state.saved",
+                f"state:{state.code}",
+                {
+                    "name": state.name,
+                    "kind": state.kind.value,
+                    "eu": state.eu,
+                    "cyber_assurance": str(state.cyber_assurance),
+                    "rule_of_law": state.rule_of_law.value,
+                },
+            )
+        return state
+
+    def save_organisation(self, caller: Caller, organisation: Organisation) -> Organisation:
+        self._require_manager(caller)
+        check_name(organisation.name, "organisation")
+        if not organisation.title.strip():
+            raise InvalidInput("an organisation needs a title", hint="pass --title")
+        with self.database.transaction() as connection:
+            if store.load_state(connection, organisation.state) is None:
+                raise NotFound(
+                    f"no state {organisation.state}",
+                    hint="`aperture access add-state` records a member or partner state",
+                )
+            store.upsert_organisation(connection, organisation)
+            self._changed(
+                connection,
+                caller,
+                "access.organisation.saved",
+                f"organisation:{organisation.name}",
+                {
+                    "kind": organisation.kind.value,
+                    "state": organisation.state,
+                    "parent": organisation.parent,
+                    "foreign_control": organisation.foreign_control,
+                },
+            )
+        return organisation
+
+    def add_programme(self, caller: Caller, name: str, title: str) -> Programme:
+        self._require_manager(caller)
+        programme = Programme(check_name(name, "programme"), title.strip() or name)
+        with self.database.transaction() as connection:
+            if store.load_programme(connection, name) is not None:
+                raise Conflict(f"the programme {name} exists", hint="choose another name")
+            store.insert_programme(connection, programme)
+            self._changed(connection, caller, "access.programme.added", f"programme:{name}", {"title": programme.title})
+        return programme
+
+    def add_principal(
+        self,
+        caller: Caller,
+        name: str,
+        *,
+        kind: PrincipalKind = PrincipalKind.PERSON,
+        display_name: str = "",
+        organisation: str | None = None,
+        clearance: SecurityLevel = SecurityLevel.SL1,
+        vetting: Vetting = Vetting.NONE,
+        roles: Sequence[Role] = (),
+        programmes: Sequence[str] = (),
+    ) -> Principal:
+        self._require_manager(caller)
+        check_name(name, "principal")
+        if name in (OPERATOR, UNREGISTERED):
+            raise InvalidInput(f"{name!r} is reserved", hint="choose another name")
+        check_clearance(clearance, vetting)
+        principal = Principal(
+            name=name,
+            kind=kind,
+            display_name=display_name.strip() or name,
+            organisation=organisation,
+            clearance=clearance,
+            vetting=vetting,
+            roles=tuple(dict.fromkeys(roles)),
+            programmes=tuple(dict.fromkeys(programmes)),
+            created_at=self.clock.now(),
+        )
+        with self.database.transaction() as connection:
+            if store.load_principal(connection, name) is not None:
+                raise Conflict(f"the principal {name} exists", hint="`aperture access update` changes it")
+            self._check_references(connection, principal)
+            store.insert_principal(connection, principal)
+            self._changed(
+                connection, caller, "access.principal.added", f"principal:{name}", _principal_details(principal)
+            )
+        return principal
+
+    def update_principal(
+        self,
+        caller: Caller,
+        name: str,
+        *,
+        organisation: str | None = None,
+        clearance: SecurityLevel | None = None,
+        vetting: Vetting | None = None,
+        roles: Sequence[Role] | None = None,
+        programmes: Sequence[str] | None = None,
+        disabled: bool | None = None,
+    ) -> Principal:
+        self._require_manager(caller)
+        with self.database.transaction() as connection:
+            current = store.load_principal(connection, name)
+            if current is None:
+                raise NotFound(f"no principal {name}", hint="`aperture access list` shows the principals")
+            changed = replace(
+                current,
+                organisation=current.organisation if organisation is None else organisation,
+                clearance=current.clearance if clearance is None else clearance,
+                vetting=current.vetting if vetting is None else vetting,
+                roles=current.roles if roles is None else tuple(dict.fromkeys(roles)),
+                programmes=current.programmes if programmes is None else tuple(dict.fromkeys(programmes)),
+                disabled=current.disabled if disabled is None else disabled,
+            )
+            check_clearance(changed.clearance, changed.vetting)
+            if changed.disabled != current.disabled or changed.roles != current.roles:
+                changed = replace(changed, session_epoch=current.session_epoch + 1)
+            self._check_references(connection, changed)
+            store.update_principal(connection, changed)
+            self._changed(
+                connection, caller, "access.principal.updated", f"principal:{name}", _principal_details(changed)
+            )
+        return changed
+
+    def _check_references(self, connection: Connection, principal: Principal) -> None:
+        if principal.organisation and store.load_organisation(connection, principal.organisation) is None:
+            raise NotFound(
+                f"no organisation {principal.organisation}",
+                hint="`aperture access add-organisation` records it first",
+            )
+        for programme in principal.programmes:
+            if store.load_programme(connection, programme) is None:
+                raise NotFound(f"no programme {programme}", hint="`aperture access add-programme` creates it first")
+
+    def get_principal(self, name: str) -> Principal:
+        with self.database.read() as connection:
+            found = store.load_principal(connection, name)
+        if found is None:
+            raise NotFound(f"no principal {name}", hint="`aperture access list` shows the principals")
+        return found
+
+    def list_principals(self) -> list[Principal]:
+        with self.database.read() as connection:
+            return store.list_principals(connection)
+
+    def list_states(self) -> list[State]:
+        with self.database.read() as connection:
+            return store.list_states(connection)
+
+    def list_organisations(self) -> list[Organisation]:
+        with self.database.read() as connection:
+            return store.list_organisations(connection)
+
+    def list_programmes(self) -> list[Programme]:
+        with self.database.read() as connection:
+            return store.list_programmes(connection)
+
+    # --- classification -------------------------------------------------------------------
+
+    def classify_in(
+        self,
+        connection: Connection,
+        caller: Caller,
+        asset: AssetRef,
+        *,
+        label: str,
+        level: SecurityLevel,
+        programme: str | None = None,
+        canary: bool = False,
+    ) -> Classification:
+        """Classify inside the caller's transaction (a registration classifies its new version)."""
+        check_classification(level, programme)
+        if programme is not None and store.load_programme(connection, programme) is None:
+            raise NotFound(f"no programme {programme}", hint="`aperture access add-programme` creates it first")
+        classification = Classification(asset, label, level, programme, canary, self.clock.now(), caller.actor)
+        store.upsert_classification(connection, classification)
+        details: dict[str, Any] = {"level": str(level), "programme": programme}
+        if not level.upper_tier and not canary:
+            details["label"] = label
+        # A canary's classification event looks like any other: nothing in the log gives it away.
+        self._changed(connection, caller, "access.asset.classified", asset.audit_resource, details)
+        return classification
+
+    def classify(
+        self,
+        caller: Caller,
+        asset: AssetRef,
+        *,
+        label: str,
+        level: SecurityLevel,
+        programme: str | None = None,
+        canary: bool = False,
+    ) -> Classification:
+        """Re-classify an existing asset. Needs the classify role and, for an upper-tier asset,
+        to be cleared for it both before and after (nobody classifies what they may not see)."""
+        self.require_instance(caller, Action.CLASSIFY)
+        if self.lookup(asset) is None:
+            raise NotFound(f"no classified asset {asset.uid}", hint="`aperture access assets` lists them")
+        self.require(caller, Action.VIEW, asset)
+        if caller.principal != OPERATOR:
+            holder = self.get_principal(caller.principal)
+            if not cleared_for(holder, level, programme):
+                raise Forbidden(
+                    f"you would not be cleared for the asset at {level}",
+                    hint="a person cleared for the level and programme must classify it",
+                )
+        with self.database.transaction() as connection:
+            return self.classify_in(
+                connection, caller, asset, label=label, level=level, programme=programme, canary=canary
+            )
+
+    def classification(self, asset: AssetRef) -> Classification | None:
+        with self.database.read() as connection:
+            return store.load_classification(connection, asset)
+
+    def classifications(self, *, canaries_only: bool = False) -> list[Classification]:
+        with self.database.read() as connection:
+            return store.list_classifications(connection, canaries_only=canaries_only)
+
+    # --- authorization --------------------------------------------------------------------
+
+    def observe(self, observer: DecisionObserver) -> None:
+        """Be told of every decision (the canary and anomaly watch registers here)."""
+        self._observers.append(observer)
+
+    def _entity_store(
+        self, *, force: bool = False
+    ) -> tuple[cedarpy.Entities, frozenset[str], dict[str, Classification]]:
+        """The Cedar entities, rebuilt when the records changed: checked at most every refresh_s
+        (at once after a change made by this process, or when `force`d)."""
+        now = time.monotonic()
+        entities = self._entities
+        fresh = self._generation >= 0 and now - self._checked_at < self.config.refresh_s
+        if entities is not None and fresh and not force:
+            return entities, self._known, self._assets
+        with self._lock:
+            with self.database.read() as connection:
+                current = store.generation(connection)
+                if self._entities is None or current != self._generation:
+                    principals = store.list_principals(connection)
+                    classifications = store.list_classifications(connection)
+                    records = cedar_entities(
+                        store.list_states(connection),
+                        store.list_organisations(connection),
+                        store.list_programmes(connection),
+                        principals,
+                        classifications,
+                    )
+                    self._entities = PolicyEngine.entities(records)
+                    self._known = frozenset(p.name for p in principals) | {OPERATOR}
+                    self._assets = {c.asset.uid: c for c in classifications}
+                    self._generation = current
+            self._checked_at = time.monotonic()
+            assert self._entities is not None
+            return self._entities, self._known, self._assets
+
+    def lookup(self, asset: AssetRef) -> Classification | None:
+        """The asset's classification as the entity store holds it (refreshed once if missing)."""
+        _, _, assets = self._entity_store()
+        found = assets.get(asset.uid)
+        if found is None:
+            _, _, assets = self._entity_store(force=True)
+            found = assets.get(asset.uid)
+        return found
+
+    def decide(
+        self,
+        caller: Caller,
+        action: Action,
+        asset: AssetRef | None = None,
+        *,
+        grant: bool = False,
+        security_officer_approved: bool = False,
+        requester: str | None = None,
+    ) -> Decision:
+        """The decision alone: Cedar over the entity store, the key's scopes; no audit, no observers.
+        `authorize` is what use cases call; this is its core (and what the benchmark measures)."""
+        entities, known, assets = self._entity_store()
+        principal = caller.principal if caller.principal in known else UNREGISTERED
+        context = decision_context(
+            caller, grant=grant, security_officer_approved=security_officer_approved, requester=requester
+        )
+        if asset is None:
+            resource_type, resource, level = "Instance", INSTANCE_UID, None
+        else:
+            classification = assets.get(asset.uid) or self.lookup(asset)
+            if classification is None:
+                return Decision(False, caller.principal, action, asset.uid, None, ("unclassified",))
+            if classification is not assets.get(asset.uid):
+                entities = self._entities or entities
+            resource_type, resource, level = "Asset", asset.uid, classification.level
+        request = self.engine.request(principal, action, resource_type, resource, context)
+        verdict = self.engine.decide(request, entities)
+        allowed, reasons = verdict.allowed, verdict.reasons
+        if allowed and not scope_allows(caller, action):
+            allowed, reasons = False, ("key-scope",)
+        return Decision(
+            allowed=allowed,
+            principal=caller.principal,
+            action=action,
+            resource=resource,
+            level=level,
+            reasons=reasons,
+            errors=verdict.errors,
+            policy_version=self.engine.version,
+        )
+
+    def authorize(
+        self,
+        caller: Caller,
+        action: Action,
+        asset: AssetRef | None = None,
+        *,
+        grant: bool = False,
+        security_officer_approved: bool = False,
+        requester: str | None = None,
+        purpose: str = "read",
+    ) -> Decision:
+        """The one authorization function. Deny by default; a result, never an exception.
+
+        An asset with no classification is denied (nothing is open by omission). Every decision
+        on an upper-tier asset, allow and deny, is appended to the audit log under the asset's
+        opaque id; observers (canaries, anomalies) hear of every decision on an asset."""
+        decision = self.decide(
+            caller,
+            action,
+            asset,
+            grant=grant,
+            security_officer_approved=security_officer_approved,
+            requester=requester,
+        )
+        classification = None if asset is None else self.lookup(asset)
+        if decision.upper_tier and classification is not None:
+            self.audit.record(
+                actor=caller.actor,
+                action="access.decision",
+                resource=classification.asset.audit_resource,
+                details={
+                    "action": action.value,
+                    "allowed": decision.allowed,
+                    "level": str(classification.level),
+                    "reasons": list(decision.reasons),
+                    "policy_version": decision.policy_version,
+                    "origin": caller.origin,
+                },
+            )
+        if classification is not None:
+            for observer in self._observers:
+                observer(caller, decision, classification, purpose)
+        return decision
+
+    def can_view(self, caller: Caller, asset: AssetRef) -> bool:
+        return self.authorize(caller, Action.VIEW, asset).allowed
+
+    def require(self, caller: Caller, action: Action, asset: AssetRef, *, what: str = "", **facts: Any) -> Decision:
+        """Raise unless allowed. Someone not cleared to see the asset gets the same 404 as for an
+        asset that does not exist; someone who may see it but not do this gets a 403."""
+        decision = self.authorize(caller, action, asset, **facts)
+        if decision.allowed:
+            return decision
+        if action is Action.VIEW or not self.authorize(caller, Action.VIEW, asset).allowed:
+            raise NotFound(f"no {what or 'such asset'}", hint="check the name; ask for clearance if you need it")
+        why = ", ".join(decision.reasons) or "no policy permits it"
+        raise Forbidden(
+            f"you may not {action.value.replace('_', ' ')} this asset ({why})",
+            hint=_forbidden_hint(action, decision),
+        )
+
+    def require_instance(self, caller: Caller, action: Action) -> Decision:
+        """Raise unless the caller may do an instance-wide action; a refusal is audited."""
+        decision = self.decide(caller, action)
+        if not decision.allowed:
+            self.audit.record(
+                actor=caller.actor,
+                action="access.instance.denied",
+                resource="instance",
+                details={"action": action.value, "reasons": list(decision.reasons), "origin": caller.origin},
+            )
+            if caller.principal == UNREGISTERED and caller.key_id is None and not caller.session:
+                raise Unauthenticated(f"{action.value.replace('_', ' ')} needs you to sign in", hint="send an API key")
+            raise Forbidden(
+                f"you may not {action.value.replace('_', ' ')}",
+                hint="ask an administrator for a key or role that allows it (see `aperture access explain`)",
+            )
+        return decision
+
+    def explain(self, principal: str, action: Action, asset: AssetRef | None) -> Decision:
+        """Why a principal may or may not do an action on an asset: the deciding policies, and the
+        facts they looked at. Uses the principal's recorded roles (what a full key would carry)."""
+        with self.database.read() as connection:
+            found = store.load_principal(connection, principal)
+            classification = None if asset is None else store.load_classification(connection, asset)
+        if asset is not None and classification is None:
+            raise NotFound(f"no classified asset {asset.uid}", hint="`aperture access assets` lists them")
+        roles = found.roles if found else (Role.ADMINISTRATOR,) if principal == OPERATOR else (Role.PUBLIC,)
+        caller = Caller(principal=principal, roles=roles)
+        decision = self.decide(caller, action, asset)
+        lines: list[str] = []
+        if found is None and principal != OPERATOR:
+            lines.append(f"{principal} is not a registered principal: decided as the anonymous public (SL1 only)")
+        elif found is not None:
+            lines.append(
+                f"{principal}: clearance {found.clearance}, vetting {found.vetting.value}, organisation "
+                f"{found.organisation or 'none'}, programmes {', '.join(found.programmes) or 'none'}, "
+                f"roles {', '.join(r.value for r in found.roles) or 'none'}" + (" (disabled)" if found.disabled else "")
+            )
+        if classification is not None:
+            lines.append(
+                f"asset {classification.asset.uid} ({classification.label}): {classification.level}, programme "
+                f"{classification.programme or 'none'}"
+            )
+        if decision.allowed:
+            lines.append("allowed by: " + ", ".join(decision.reasons))
+        elif decision.reasons:
+            lines.append("denied by: " + ", ".join(decision.reasons))
+        else:
+            lines.append("denied: no policy permits it (deny by default)")
+        if (
+            action in (Action.DOWNLOAD, Action.EXPORT, Action.COPY_TO_HUB)
+            and classification
+            and classification.level.upper_tier
+        ):
+            lines.append("upper-tier weights also need an approved grant (two people); this explanation assumes none")
+        lines.extend(f"error: {error}" for error in decision.errors)
+        return replace(decision, explanation=tuple(lines))
+
+    # --- passwords, sessions, lock-out ----------------------------------------------------
+
+    def set_password(self, caller: Caller, name: str, password: str) -> None:
+        """An administrator sets a password, or a signed-in person changes their own."""
+        if caller.principal != name:
+            self._require_manager(caller)
+        check_password_strength(password)
+        hashed = self.passwords.hash(password)
+        with self.database.transaction() as connection:
+            if store.load_principal(connection, name) is None:
+                raise NotFound(f"no principal {name}", hint="`aperture access list` shows the principals")
+            store.set_password_hash(connection, name, hashed)
+            self._changed(connection, caller, "access.password.set", f"principal:{name}", {})
+
+    def login(self, name: str, password: str, *, origin: str | None = None) -> tuple[Caller, int]:
+        """Check a password; after too many failures the account locks for a while. Every failure
+        reads the same to the caller (no hint whether the name exists). Returns the caller and the
+        session epoch to put in the cookie."""
+        with self.database.transaction() as connection:
+            # A failure is counted and audited in this transaction, which must commit: the refusal
+            # is raised only after it (raising inside would roll the count and the event back).
+            principal = self._check_login(connection, name, password, origin, self.clock.now())
+        if principal is None:
+            raise Unauthenticated("the name or password is wrong, or the account is locked", hint="try again later")
+        return Caller(principal=name, roles=principal.roles, session=True, origin=origin), principal.session_epoch
+
+    def _check_login(
+        self, connection: Connection, name: str, password: str, origin: str | None, now: datetime
+    ) -> Principal | None:
+        found = store.load_login(connection, name)
+        if found is None:
+            self.passwords.hash(password)  # the same time as a real check
+            self._login_event(connection, name, origin, "unknown principal")
+            return None
+        principal, password_hash, state = found
+        if is_locked(state, now):
+            self._login_event(connection, name, origin, "locked")
+            return None
+        ok = False
+        if password_hash is not None and not principal.disabled:
+            try:
+                ok = self.passwords.verify(password_hash, password)
+            except (VerifyMismatchError, VerificationError, InvalidHashError):
+                ok = False
+        if not ok:
+            after = after_failed_login(state, now, self.config.login_max_failures, self.config.login_lockout)
+            store.save_login_state(connection, name, after)
+            why = "locked out" if after.locked_until != state.locked_until else "wrong password"
+            self._login_event(connection, name, origin, why)
+            return None
+        store.save_login_state(connection, name, type(state)(0, None))
+        self.audit.append(
+            connection,
+            actor=name,
+            action="access.login.succeeded",
+            resource=f"principal:{name}",
+            details={"origin": origin},
+        )
+        return principal
+
+    def _login_event(self, connection: Connection, name: str, origin: str | None, why: str) -> None:
+        self.audit.append(
+            connection,
+            actor=name[:200] or "?",
+            action="access.login.failed",
+            resource=f"principal:{name[:180] or '?'}",
+            details={"origin": origin, "why": why},
+        )
+
+    def session_caller(self, name: str, epoch: int, *, origin: str | None = None) -> Caller | None:
+        """The caller behind a signed session cookie, or None when the session ended (the
+        password changed, the account was disabled or its roles changed)."""
+        with self.database.read() as connection:
+            found = store.load_principal(connection, name)
+        if found is None or found.disabled or found.session_epoch != epoch:
+            return None
+        return Caller(principal=name, roles=found.roles, session=True, origin=origin)
+
+
+def _principal_details(principal: Principal) -> dict[str, Any]:
+    return {
+        "kind": principal.kind.value,
+        "organisation": principal.organisation,
+        "clearance": str(principal.clearance),
+        "vetting": principal.vetting.value,
+        "roles": [role.value for role in principal.roles],
+        "programmes": list(principal.programmes),
+        "disabled": principal.disabled,
+    }
+
+
+def _forbidden_hint(action: Action, decision: Decision) -> str:
+    if action in (Action.DOWNLOAD, Action.EXPORT, Action.COPY_TO_HUB) and decision.upper_tier:
+        return "upper-tier weights need a grant: request one (POST /api/v1/grants) and have a second person approve it"
+    return "see `aperture access explain` for the policies that decided"

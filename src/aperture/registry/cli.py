@@ -22,7 +22,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from aperture.access.domain import SYSTEM
+from aperture.access.domain import SYSTEM, parse_level
 from aperture.bootstrap import require_initialised
 from aperture.cli_support import command_errors, err_console, out_console, print_json, state
 from aperture.registry.domain import Model, ModelSummary, ModelVersion, parse_reference
@@ -196,6 +196,9 @@ def register(
     intended_use: str | None = typer.Option(None, "--intended-use", help="Intended uses."),
     description: str | None = typer.Option(None, "--description", help="What this version is."),
     data_summary: str | None = typer.Option(None, "--data-summary", help="Summary of the training data."),
+    level: str = typer.Option("SL1", "--level", help="Security level SL1-SL5; SL3 and above are sealed at rest."),
+    programme: str | None = typer.Option(None, "--programme", help="Programme (need-to-know); required from SL3."),
+    canary: bool = typer.Option(False, "--canary", help="A decoy: any read of it raises a high-severity alert."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Register a model version: read headers safely, store files by content, sign the manifest."""
@@ -213,6 +216,9 @@ def register(
             intended_use=intended_use,
             description=description,
             data_summary=data_summary,
+            level=parse_level(level),
+            programme=programme,
+            canary=canary,
             base_model=base_model,
             base_licence=base_licence,
             progress=bar,

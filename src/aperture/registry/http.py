@@ -161,17 +161,17 @@ def build_router(services: Services) -> APIRouter:
     @router.get("/models", response_model=list[ModelSummaryOut], summary="List registered models")
     def list_models(caller: Caller = Depends(caller_of)) -> list[ModelSummaryOut]:
         require_authenticated(caller)
-        return [_summary_out(m) for m in registry.list_models()]
+        return [_summary_out(m) for m in registry.list_models(caller)]
 
     @router.get("/models/{name}", response_model=ModelOut, summary="A model with all its versions")
     def get_model(name: str, caller: Caller = Depends(caller_of)) -> ModelOut:
         require_authenticated(caller)
-        return _model_out(registry.get_model(name))
+        return _model_out(registry.get_model(name, caller))
 
     @router.get("/models/{name}/versions/{version}", response_model=VersionOut, summary="One version")
     def get_version(name: str, version: str, caller: Caller = Depends(caller_of)) -> VersionOut:
         require_authenticated(caller)
-        return version_out(registry.get_version(name, version))
+        return version_out(registry.get_version(name, version, caller))
 
     @router.get(
         "/models/{name}/versions/{version}/signature",
@@ -181,7 +181,7 @@ def build_router(services: Services) -> APIRouter:
     )
     def get_signature(name: str, version: str, caller: Caller = Depends(caller_of)) -> Response:
         require_authenticated(caller)
-        found = registry.get_version(name, version)
+        found = registry.get_version(name, version, caller)
         return Response(found.signature, media_type="application/json")
 
     @router.post(

@@ -7,14 +7,24 @@ import shutil
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
-from aperture.access.domain import SYSTEM, Caller
+from aperture.access.domain import (
+    SYSTEM,
+    Action,
+    AssetKind,
+    AssetRef,
+    Caller,
+    Classification,
+    SecurityLevel,
+    check_classification,
+)
+from aperture.access.service import AccessService
 from aperture.audit.service import AuditLog
 from aperture.core.clock import Clock
 from aperture.core.db import Database
@@ -48,7 +58,7 @@ from aperture.registry.domain import (
 from aperture.registry.sources import PlannedFile, plan_source, read_document, read_weights, sniff_pickle
 from aperture.vault.artifacts import StoredBlob
 from aperture.vault.domain import SIGNATURE_FILE, compare_manifest
-from aperture.vault.service import VaultService
+from aperture.vault.service import SealedBlob, VaultService
 
 BUNDLED_NAME = "smollm2-135m-instruct"
 BUNDLED_UPSTREAM = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -99,6 +109,7 @@ class RegistryService:
         audit: AuditLog,
         clock: Clock,
         vault: VaultService,
+        access: AccessService,
         *,
         model_cache: Path,
         limits: HeaderLimits = DEFAULT_LIMITS,
@@ -107,34 +118,66 @@ class RegistryService:
         self.audit = audit
         self.clock = clock
         self.vault = vault
+        self.access = access
         self.model_cache = model_cache
         self.limits = limits
 
     # --- reading --------------------------------------------------------------------------
 
-    def list_models(self) -> list[ModelSummary]:
+    def list_models(self, caller: Caller = SYSTEM) -> list[ModelSummary]:
+        """The models with the versions `caller` may see; a model with none is left out."""
         with self.database.read() as connection:
-            return store.list_models(connection)
+            models = store.list_models(connection)
+            ids = store.version_ids(connection)
+        visible: list[ModelSummary] = []
+        for model in models:
+            versions = tuple(
+                version
+                for version in model.versions
+                if self._can_view(caller, ids[(model.name, version)], purpose="list")
+            )
+            if versions:
+                visible.append(replace(model, versions=versions))
+        return visible
 
-    def get_model(self, name: str) -> Model:
+    def get_model(self, name: str, caller: Caller = SYSTEM) -> Model:
         with self.database.read() as connection:
             model = store.load_model(connection, name)
-        if model is None:
+        versions = () if model is None else tuple(v for v in model.versions if self._can_view(caller, v.id, "list"))
+        if model is None or not versions:
             raise NotFound(f"no model named {name!r}", hint="`aperture models list` shows the registered models")
-        return model
+        return replace(model, versions=versions)
 
-    def get_version(self, name: str, version: str) -> ModelVersion:
+    def get_version(self, name: str, version: str, caller: Caller = SYSTEM) -> ModelVersion:
+        """One version; a version the caller may not see reads exactly like one that does not exist."""
         with self.database.read() as connection:
             found = store.load_version(connection, name, version)
-        if found is None:
+        if found is None or not self._can_view(caller, found.id):
             raise NotFound(
                 f"no version {name}:{version}", hint=f"`aperture models show {name}` lists the versions of a model"
             )
         return found
 
-    def find_version(self, reference: str) -> ModelVersion:
+    def find_version(self, reference: str, caller: Caller = SYSTEM) -> ModelVersion:
         """`name:version` -> the version."""
-        return self.get_version(*parse_reference(reference))
+        return self.get_version(*parse_reference(reference), caller=caller)
+
+    def _log_name(self, record: ModelVersion) -> str:
+        """How the public log names a version: by name in the lower tier, by opaque id above."""
+        found = self.classification(record)
+        if found is None or found.level.upper_tier or found.canary:
+            return version_asset(record.id).audit_resource
+        return f"model:{record.reference}"
+
+    def _can_view(self, caller: Caller, version_id: str, purpose: str = "read") -> bool:
+        return self.access.authorize(caller, Action.VIEW, version_asset(version_id), purpose=purpose).allowed
+
+    def classification(self, version: ModelVersion) -> Classification | None:
+        return self.access.lookup(version_asset(version.id))
+
+    def is_sealed(self, version: ModelVersion) -> bool:
+        found = self.classification(version)
+        return found is None or found.level.upper_tier
 
     # --- registering ----------------------------------------------------------------------
 
@@ -153,13 +196,23 @@ class RegistryService:
         data_summary: str | None = None,
         base_model: str | None = None,
         base_licence: str | None = None,
+        level: SecurityLevel = SecurityLevel.SL1,
+        programme: str | None = None,
+        canary: bool = False,
         progress: ProgressSink | None = None,
     ) -> Registration:
-        """Read the headers, store every file by content, sign the manifest, record the version."""
+        """Read the headers, store every file by content, sign the manifest, record the version.
+
+        An upper-tier version (SL3 and above) is sealed as it is stored: each file is encrypted
+        into the sealed store and no plaintext copy is written. The version is classified in the
+        same transaction that records it."""
         started = time.perf_counter()
         authorize_registration(caller)
         validate_name(name)
         validate_version(version)
+        check_classification(level, programme)
+        if level.upper_tier:
+            self.vault.require_keyring()
         facts = declare_facts(
             licence=licence,
             training_flop=training_flop,
@@ -178,10 +231,19 @@ class RegistryService:
         if progress is not None:
             progress.start(plan.total_bytes, len(plan.files))
         with self.vault.staging() as staged:
-            blobs = self.vault.store(staged, [f.source for f in plan.files], progress.advance if progress else None)
+            sources = [f.source for f in plan.files]
+            advance = progress.advance if progress else None
+            sealed: list[SealedBlob] = []
+            blobs: list[StoredBlob] = []
+            if level.upper_tier:
+                sealed = self.vault.seal_files(staged, sources, advance)
+                digests: Sequence[StoredBlob | SealedBlob] = sealed
+            else:
+                blobs = self.vault.store(staged, sources, advance)
+                digests = blobs
             files = tuple(
                 ArtifactFile(planned.relative, blob.size, blob.digest, planned.kind)
-                for planned, blob in zip(plan.files, blobs, strict=True)
+                for planned, blob in zip(plan.files, digests, strict=True)
             )
             entries = manifest_entries(files)
             signed = self.vault.sign(f"{name}:{version}", entries, SIGNATURE_IGNORE_PATHS)
@@ -208,13 +270,16 @@ class RegistryService:
             with self.vault.committing(blobs):
                 try:
                     with self.database.transaction() as connection:
-                        self._record(connection, caller, record, blobs, plan.skipped)
+                        self._record(connection, caller, record, blobs, plan.skipped, level, programme, canary)
+                        if sealed:
+                            self.vault.reference_sealed(connection, _owner(record.id), sealed, record.registered_at)
                 except IntegrityError:
                     raise Conflict(
                         f"{name}:{version} was registered by someone else meanwhile",
                         hint="choose another version; versions are immutable",
                     ) from None
         new_bytes = sum(blob.size for blob in {b.digest: b for b in blobs if b.created}.values())
+        new_bytes += sum(blob.size for blob in sealed)
         return Registration(
             version=record,
             created=True,
@@ -267,9 +332,14 @@ class RegistryService:
         record: ModelVersion,
         blobs: Sequence[StoredBlob],
         skipped: Sequence[str],
+        level: SecurityLevel = SecurityLevel.SL1,
+        programme: str | None = None,
+        canary: bool = False,
     ) -> None:
         base_version_id = self._base_version_id(connection, record.facts.lineage.registered_base)
         model_id = store.model_id(connection, record.model_name)
+        asset = version_asset(record.id)
+        hidden = level.upper_tier or canary  # the public log names these by their opaque id only
         if model_id is None:
             model_id = new_id()
             store.insert_model(
@@ -279,15 +349,28 @@ class RegistryService:
                 created_at=record.registered_at,
                 created_by=record.registered_by,
             )
+            if not hidden:
+                self.audit.append(
+                    connection,
+                    actor=caller.actor,
+                    action="registry.model.created",
+                    resource=f"model:{record.model_name}",
+                    details={"model_id": model_id},
+                )
+        store.insert_version(connection, record, model_id=model_id, base_version_id=base_version_id)
+        self.vault.reference(connection, _owner(record.id), blobs, record.registered_at)
+        self.access.classify_in(
+            connection, caller, asset, label=record.reference, level=level, programme=programme, canary=canary
+        )
+        if hidden:
             self.audit.append(
                 connection,
                 actor=caller.actor,
-                action="registry.model.created",
-                resource=f"model:{record.model_name}",
-                details={"model_id": model_id},
+                action="registry.version.registered",
+                resource=asset.audit_resource,
+                details={"level": str(level), "sealed": level.upper_tier},
             )
-        store.insert_version(connection, record, model_id=model_id, base_version_id=base_version_id)
-        self.vault.reference(connection, f"registry.version:{record.id}", blobs, record.registered_at)
+            return
         facts = record.facts
         self.audit.append(
             connection,
@@ -320,7 +403,8 @@ class RegistryService:
     ) -> VerificationReport:
         """Check the signature and re-hash every stored file; IntegrityFailure names what is damaged."""
         authorize_verification(caller)
-        record = self.get_version(name, version)
+        record = self.get_version(name, version, caller)
+        sealed = self.vault.sealed_copies(_owner(record.id)) if self.is_sealed(record) else None
         try:
             signed = self.vault.verify_signature(record.signature)
             problems = compare_manifest(signed, {f.path: f.sha256 for f in record.files})
@@ -331,7 +415,14 @@ class RegistryService:
                 )
             if progress is not None:
                 progress.start(record.total_bytes, len(record.files))
-            actual = self.vault.rehash([f.sha256 for f in record.files], progress.advance if progress else None)
+            advance = progress.advance if progress else None
+            if sealed is None:
+                actual = self.vault.rehash([f.sha256 for f in record.files], advance)
+            else:
+                actual = {
+                    f.sha256: (self.vault.rehash_sealed(sealed[f.sha256], advance) if f.sha256 in sealed else None)
+                    for f in record.files
+                }
             damaged = [f for f in record.files if actual.get(f.sha256) != f.sha256]
             if damaged:
                 described = ", ".join(
@@ -347,14 +438,14 @@ class RegistryService:
             self.audit.record(
                 actor=caller.actor,
                 action="registry.version.verification_failed",
-                resource=f"model:{record.reference}",
+                resource=self._log_name(record),
                 details={"version_id": record.id, "problem": failure.message[:1000]},
             )
             raise
         self.audit.record(
             actor=caller.actor,
             action="registry.version.verified",
-            resource=f"model:{record.reference}",
+            resource=self._log_name(record),
             details={"version_id": record.id, "manifest_digest": record.manifest_digest},
         )
         return VerificationReport(
@@ -382,7 +473,9 @@ class RegistryService:
         --public_key HOME/keys/artifacts-p256.pub DIR --signature DIR/model.sig` accepts the result.
         """
         authorize_registration(caller)
-        record = self.get_version(name, version)
+        record = self.get_version(name, version, caller)
+        # Upper-tier weights leave only through a grant-backed download (the security area).
+        self.access.require(caller, Action.EXPORT, version_asset(record.id), what=f"version {name}:{version}")
         self.vault.verify_signature(record.signature)
         target = Path(destination).absolute()
         if target.is_symlink() or (target.exists() and (not target.is_dir() or any(target.iterdir()))):
@@ -491,3 +584,11 @@ class RegistryService:
         if found is None:
             return None
         return Registration(found, False, 0, len(found.files), (), time.perf_counter() - started)
+
+
+def version_asset(version_id: str) -> AssetRef:
+    return AssetRef(AssetKind.MODEL_VERSION, version_id)
+
+
+def _owner(version_id: str) -> str:
+    return f"registry.version:{version_id}"

@@ -282,3 +282,11 @@ def versions_using_blob(connection: Connection, digest: str) -> list[tuple[str, 
         .order_by(registry_models.c.name, registry_versions.c.version, registry_version_files.c.path)
     )
     return [(r[0], r[1], r[2]) for r in connection.execute(query).all()]
+
+
+def version_ids(connection: Connection) -> dict[tuple[str, str], str]:
+    """(model name, version) -> version id, for every version."""
+    query = select(registry_models.c.name, registry_versions.c.version, registry_versions.c.id).join(
+        registry_models, registry_models.c.id == registry_versions.c.model_id
+    )
+    return {(name, version): str(version_id) for name, version, version_id in connection.execute(query).all()}

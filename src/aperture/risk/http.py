@@ -60,12 +60,12 @@ def build_router(services: Services) -> APIRouter:
         name: str, version: str, profile_version: int | None = None, caller: Caller = Depends(caller_of)
     ) -> dict[str, Any]:
         require_authenticated(caller)
-        return risk.profile(f"{name}:{version}", profile_version)
+        return risk.profile(f"{name}:{version}", profile_version, caller)
 
     @router.get("/models/{name}/versions/{version}/assessment-runs", summary="Assessment runs of a version")
     def list_runs(name: str, version: str, caller: Caller = Depends(caller_of)) -> list[dict[str, Any]]:
         require_authenticated(caller)
-        return risk.runs(f"{name}:{version}")
+        return risk.runs(f"{name}:{version}", caller)
 
     @router.get("/assessment/runs/{run_id}", summary="One run with every item's result (assessor roles)")
     def get_run(run_id: str, caller: Caller = Depends(caller_of)) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from aperture.access.domain import ANONYMOUS, Caller, Role
+from aperture.access.domain import ANONYMOUS, SYSTEM, Caller, Role
 from aperture.audit.service import AuditLog
 from aperture.core.clock import Clock
 from aperture.core.db import Database
@@ -141,8 +141,19 @@ class RiskService:
 
     # --- the weights, as a directory transformers can load -----------------------------
 
+    def require_lower_tier(self, version: ModelVersion) -> None:
+        """Upper-tier weights are sealed at rest and leave the vault only under a two-person grant;
+        evaluating them here would need a decrypted copy outside that control."""
+        if self.registry.is_sealed(version):
+            raise Forbidden(
+                f"{version.reference} is an upper-tier (sealed) version: it is not evaluated in this process",
+                hint="evaluate it on a served copy inside the secure enclave (--engine openai:URL#MODEL) or "
+                "import the results (aperture assess import)",
+            )
+
     def model_directory(self, version: ModelVersion) -> Path:
         """The version's files as symlinks to their content-addressed blobs (no copy of the weights)."""
+        self.require_lower_tier(version)
         target = self.work_dir / "models" / version.manifest_digest[:24]
         if (target / ".complete").is_file():
             return target
@@ -181,7 +192,9 @@ class RiskService:
         suite = find_suite(suite_name)
         validate_judge_spec(options.judge)
         validate_engine_spec(options.engine)
-        version = self.registry.find_version(reference)
+        version = self.registry.find_version(reference, caller)
+        if options.engine == "local":
+            self.require_lower_tier(version)
         items, hashes = self.data.load_suite(suite)
         chosen = expand_items(suite, sample_items(items, options.limit, options.seed))
         ordered = order_for_batching(chosen)
@@ -238,7 +251,7 @@ class RiskService:
             raise Conflict(f"run {run_id} is already complete", hint="start a new run to measure again")
         inputs = run["inputs"]
         suite = find_suite(inputs["suite"])
-        version = self.registry.find_version(inputs["model"])
+        version = self.registry.find_version(inputs["model"], caller)
         if version.manifest_digest != inputs["model_digest"]:
             raise IntegrityFailure(
                 f"{inputs['model']} no longer has the digest the run started on", hint="start a new run"
@@ -437,7 +450,7 @@ class RiskService:
         that is recorded).
         """
         authorize_assessment(caller)
-        version = self.registry.find_version(reference)
+        version = self.registry.find_version(reference, caller)
         if len(data) > MAX_LOG_JSON_BYTES:
             raise TooLarge(f"{filename} is larger than {MAX_LOG_JSON_BYTES} bytes", hint="import the summary log only")
         parsed = parse_log_bytes(data, filename)
@@ -534,7 +547,7 @@ class RiskService:
             raise InvalidInput("a finding needs a title and an author", hint="pass --title and --author")
         if domain is None and safeguard is None:
             raise InvalidInput("a finding needs a risk domain or a safeguard", hint="pass --domain or --safeguard")
-        version = self.registry.find_version(reference)
+        version = self.registry.find_version(reference, caller)
         evidence_id = new_id()
         provenance: dict[str, Any] = {}
         with self.vault.staging() as staged:
@@ -579,8 +592,9 @@ class RiskService:
 
     # --- reading --------------------------------------------------------------------------
 
-    def profile(self, reference: str, profile_version: int | None = None) -> dict[str, Any]:
-        version = self.registry.find_version(reference)
+    def profile(self, reference: str, profile_version: int | None = None, caller: Caller = SYSTEM) -> dict[str, Any]:
+        """A version's profile, for a caller cleared to see the version (others get not-found)."""
+        version = self.registry.find_version(reference, caller)
         with self.database.read() as connection:
             payload = store.load_profile(connection, version.id, profile_version)
             versions = store.profile_versions(connection, version.id)
@@ -592,8 +606,8 @@ class RiskService:
         payload["versions"] = [{"version": v, "created_at": c.isoformat()} for v, c in versions]
         return payload
 
-    def runs(self, reference: str | None = None) -> list[dict[str, Any]]:
-        version_id = self.registry.find_version(reference).id if reference else None
+    def runs(self, reference: str | None = None, caller: Caller = SYSTEM) -> list[dict[str, Any]]:
+        version_id = self.registry.find_version(reference, caller).id if reference else None
         with self.database.read() as connection:
             runs = store.list_runs(connection, version_id)
         for run in runs:
@@ -608,6 +622,7 @@ class RiskService:
             if run is None:
                 raise NotFound(f"no assessment run {run_id}", hint="list runs with `aperture assess runs`")
             chunks = store.load_chunks(connection, run_id)
+        self.registry.find_version(run["inputs"]["model"], caller)  # not-found for a version the caller may not see
         run["results"] = [r.to_dict() for n in sorted(chunks) for r in chunks[n]]
         return run
 

@@ -133,7 +133,8 @@ class TamperRunner:
                 )
         if not suites:
             raise InvalidInput("name at least one suite to re-run", hint="e.g. --suite wmdp-bio --suite strongreject")
-        version = self.risk.registry.find_version(reference)
+        version = self.risk.registry.find_version(reference, caller)
+        self.risk.require_lower_tier(version)
         data = self.risk.data
         chosen = {}
         hashes: dict[str, str] = {}

@@ -115,7 +115,34 @@ def _stop_direct(fd: int) -> None:
     fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~_O_DIRECT)
 
 
-class _Writer:
+def open_source(source: SourceFile) -> int:
+    """Open a planned source for reading, refusing a symlink or a file replaced since planning."""
+    try:
+        fd = os.open(source.path, _OPEN_SOURCE)
+    except FileNotFoundError:
+        raise NotFound(f"{source.label} disappeared before it could be stored", hint="retry") from None
+    except OSError as error:
+        if error.errno == errno.ELOOP:  # the path became a symlink after it was planned
+            raise UnsafeInput(f"{source.label} became a symbolic link", hint="retry on a stable copy") from None
+        raise InvalidInput(f"cannot read {source.label}: {error.strerror}", hint="check permissions") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or (info.st_dev, info.st_ino) != (source.device, source.inode):
+        os.close(fd)
+        raise UnsafeInput(f"{source.label} was replaced while it was being registered", hint="retry")
+    return fd
+
+
+def check_unchanged(fd: int, source: SourceFile, read: int) -> None:
+    """Refuse a source that changed while it was read (its digest would be of mixed content)."""
+    info = os.fstat(fd)
+    if read != source.size or info.st_size != source.size or info.st_mtime_ns != source.mtime_ns:
+        raise InvalidInput(
+            f"{source.label} changed while it was being registered",
+            hint="wait until whatever writes the file has finished, then register again",
+        )
+
+
+class Writer:
     """Writes blocks in order; drops O_DIRECT for an unaligned tail (or if the kernel refuses it)."""
 
     def __init__(self, fd: int, direct: bool) -> None:
@@ -140,6 +167,77 @@ class _Writer:
             self.offset += written
 
 
+class WriteBehind:
+    """Writes blocks to a file in order on a thread of its own, so the caller can hash (or
+    encrypt) the next block meanwhile; hashlib, AES-GCM and os.write release the GIL, so the
+    stages run on separate cores. Buffered writes get their writeback started by a second
+    thread every WRITEBACK_EVERY bytes (`sync_file_range` blocks while the device queue is full),
+    which leaves the final fsync little to do.
+
+    `prepare(index, view)` (optional) runs on the writing thread and returns what to write in
+    place of the block (the sealed store encrypts there). `released(index)` is called once block
+    `index` is written, so its buffer can be reused; after a failure it is called with -1 once, to
+    wake a caller waiting for a free buffer, and blocks still queued are released unwritten."""
+
+    def __init__(
+        self,
+        writer: Writer,
+        released: Callable[[int], None],
+        prepare: Callable[[int, memoryview], memoryview] | None = None,
+    ) -> None:
+        self.writer = writer
+        self._released = released
+        self._prepare = prepare
+        self._filled: queue.SimpleQueue[tuple[int, memoryview] | None] = queue.SimpleQueue()
+        self._flushes: queue.SimpleQueue[tuple[int, int] | None] = queue.SimpleQueue()
+        self.failure: list[BaseException] = []
+        self._threads = [
+            threading.Thread(target=self._write_blocks, name="aperture-blob-writer", daemon=True),
+            threading.Thread(target=self._flush, name="aperture-blob-flusher", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def put(self, index: int, view: memoryview) -> None:
+        self._filled.put((index, view))
+
+    def join(self) -> None:
+        """Wait until every queued block is written (or, after a failure, released)."""
+        self._filled.put(None)
+        for thread in self._threads:
+            thread.join()
+
+    def check(self) -> None:
+        """Raise the writing thread's failure, if any (after `join`)."""
+        if self.failure:
+            raise self.failure[0]
+
+    def _write_blocks(self) -> None:
+        flushed = 0
+        writer = self.writer
+        try:
+            while (item := self._filled.get()) is not None:
+                index, view = item
+                if not self.failure:
+                    writer.write(view if self._prepare is None else self._prepare(index, view))
+                    if not writer.direct and writer.offset - flushed >= WRITEBACK_EVERY:
+                        self._flushes.put((flushed, writer.offset - flushed))
+                        flushed = writer.offset
+                self._released(index)
+        except BaseException as error:  # surfaced by check(), and to the caller through released(-1)
+            self.failure.append(error)
+            self._released(-1)
+            while (item := self._filled.get()) is not None:  # drain, so join() returns
+                self._released(item[0])
+        finally:
+            self._flushes.put(None)
+
+    def _flush(self) -> None:
+        while (item := self._flushes.get()) is not None:
+            if _start_writeback is not None and not self.failure:
+                _start_writeback(self.writer.fd, *item)
+
+
 class _Copier:
     """Reads a source once, hashing each block while a writer thread writes it to a destination."""
 
@@ -162,71 +260,35 @@ class _Copier:
         hasher = hashlib.sha256()
         if destination_fd is None:
             return self._hash_only(source_fd, hasher, progress)
-        writer = _Writer(destination_fd, direct)
+        writer = Writer(destination_fd, direct)
         if 0 <= size_hint < self.block_size:
             return self._copy_small(source_fd, writer, hasher, progress)
         free: queue.SimpleQueue[int] = queue.SimpleQueue()
-        filled: queue.SimpleQueue[tuple[int, int] | None] = queue.SimpleQueue()
-        flushes: queue.SimpleQueue[tuple[int, int] | None] = queue.SimpleQueue()
         for index in range(len(self.buffers)):
             free.put(index)
-        failure: list[BaseException] = []
-
-        def flusher() -> None:
-            # Buffered writes only: start writeback of what is written, in a thread of its own
-            # because it blocks while the device queue is full.
-            while (item := flushes.get()) is not None:
-                if _start_writeback is not None and not failure:
-                    _start_writeback(destination_fd, *item)
-
-        def write_blocks() -> None:
-            flushed = 0
-            try:
-                while (item := filled.get()) is not None:
-                    index, length = item
-                    if not failure:
-                        writer.write(self.views[index][:length])
-                        if not writer.direct and writer.offset - flushed >= WRITEBACK_EVERY:
-                            flushes.put((flushed, writer.offset - flushed))
-                            flushed = writer.offset
-                    free.put(index)
-            except BaseException as error:  # surfaced by the reading thread
-                failure.append(error)
-                free.put(-1)
-            finally:
-                flushes.put(None)
-
-        threads = [
-            threading.Thread(target=write_blocks, name="aperture-blob-writer", daemon=True),
-            threading.Thread(target=flusher, name="aperture-blob-flusher", daemon=True),
-        ]
-        for thread in threads:
-            thread.start()
+        behind = WriteBehind(writer, free.put)
         total = 0
         try:
             while True:
                 index = free.get()
-                if index < 0 or failure:
+                if index < 0 or behind.failure:
                     break
                 length = os.readv(source_fd, [self.views[index]])
                 if length == 0:
                     free.put(index)
                     break
-                filled.put((index, length))
+                behind.put(index, self.views[index][:length])
                 hasher.update(self.views[index][:length])
                 total += length
                 if progress is not None:
                     progress(length)
         finally:
-            filled.put(None)
-            for thread in threads:
-                thread.join()
-        if failure:
-            raise failure[0]
+            behind.join()
+        behind.check()
         return hasher.hexdigest(), total
 
     def _copy_small(
-        self, source_fd: int, writer: _Writer, hasher: hashlib._Hash, progress: Progress | None
+        self, source_fd: int, writer: Writer, hasher: hashlib._Hash, progress: Progress | None
     ) -> tuple[str, int]:
         """Configs, tokenizers, READMEs: no threads for a file that fits one block."""
         view, total = self.views[0], 0
@@ -324,31 +386,8 @@ class ArtifactStore:
                         raise error
         return [results[i] for i in range(len(sources))]
 
-    def _open_source(self, source: SourceFile) -> int:
-        try:
-            fd = os.open(source.path, _OPEN_SOURCE)
-        except FileNotFoundError:
-            raise NotFound(f"{source.label} disappeared before it could be stored", hint="retry") from None
-        except OSError as error:
-            if error.errno == errno.ELOOP:  # the path became a symlink after it was planned
-                raise UnsafeInput(f"{source.label} became a symbolic link", hint="retry on a stable copy") from None
-            raise InvalidInput(f"cannot read {source.label}: {error.strerror}", hint="check permissions") from None
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or (info.st_dev, info.st_ino) != (source.device, source.inode):
-            os.close(fd)
-            raise UnsafeInput(f"{source.label} was replaced while it was being registered", hint="retry")
-        return fd
-
-    def _check_unchanged(self, fd: int, source: SourceFile, read: int) -> None:
-        info = os.fstat(fd)
-        if read != source.size or info.st_size != source.size or info.st_mtime_ns != source.mtime_ns:
-            raise InvalidInput(
-                f"{source.label} changed while it was being registered",
-                hint="wait until whatever writes the file has finished, then register again",
-            )
-
     def _store_one(self, source: SourceFile, copier: _Copier, progress: Progress | None) -> StoredBlob:
-        source_fd = self._open_source(source)
+        source_fd = open_source(source)
         temp = self.temp_dir / f"{secrets.token_hex(8)}.part"
         temp_fd = -1
         try:
@@ -356,7 +395,7 @@ class ArtifactStore:
                 os.posix_fadvise(source_fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
             temp_fd, direct = open_new_file(temp, 0o600, direct=source.size >= copier.block_size)
             digest, read = copier.copy(source_fd, temp_fd, progress, direct=direct, size_hint=source.size)
-            self._check_unchanged(source_fd, source, read)
+            check_unchanged(source_fd, source, read)
             final = self.blob_path(digest)
             if final.is_file() and final.stat().st_size == read:
                 return StoredBlob(digest, read, created=False)  # deduplicated: no fsync, no rename

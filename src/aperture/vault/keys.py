@@ -9,6 +9,7 @@ Two keys, each for one job:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from dataclasses import dataclass
@@ -111,3 +112,16 @@ def load_instance_keys(keys_dir: Path) -> InstanceKeys:
     if not isinstance(signing, ed25519.Ed25519PrivateKey) or not isinstance(artifact, ec.EllipticCurvePrivateKey):
         raise IntegrityFailure(f"unexpected key types in {keys_dir}", hint="restore the keys from backup")
     return InstanceKeys(signing, artifact, artifact_path)
+
+
+SESSION_SECRET_FILE = "session-secret"  # noqa: S105 - a file name
+
+
+def load_or_create_secret(keys_dir: Path, name: str = SESSION_SECRET_FILE) -> bytes:
+    """A 32-byte secret kept beside the instance keys (mode 0600), made on first use."""
+    path = keys_dir / name
+    if not path.exists():
+        keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with contextlib.suppress(FileExistsError):  # another process made it first
+            _write_private(path, os.urandom(32).hex().encode("ascii"))
+    return bytes.fromhex(path.read_text(encoding="ascii").strip())

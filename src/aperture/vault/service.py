@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import secrets
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
@@ -15,13 +17,66 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import Connection
 
 from aperture.core.db import Database
-from aperture.core.errors import Conflict, IntegrityFailure
+from aperture.core.errors import Conflict, IntegrityFailure, InvalidInput, NotInitialised, Unavailable
 from aperture.vault import signing, store
-from aperture.vault.artifacts import ArtifactStore, Progress, SourceFile, StoredBlob
+from aperture.vault.artifacts import (
+    ArtifactStore,
+    Progress,
+    SourceFile,
+    StoredBlob,
+    fsync_directory,
+    open_new_file,
+    open_source,
+)
 from aperture.vault.domain import SignedManifest, root_digest, verify_bundle
 from aperture.vault.keys import InstanceKeys, load_instance_keys
+from aperture.vault.sealed_files import require_digest, seal_file, unseal_digest, unseal_to
+from aperture.vault.sealing import (
+    SealedReader,
+    Sealer,
+    Share,
+    check_custody,
+    combine_shares,
+    generate_tier_key,
+    new_artifact_id,
+    open_sealed,
+    parse_share,
+    public_of,
+    share_hash,
+    share_matches,
+    split_key,
+)
+from aperture.vault.store import Keyring, SealedBlobRow
 
 ARTIFACT_PUBLIC_KEY_FILE = "artifacts-p256.pub"
+UPPER_TIER = "upper"
+
+
+@dataclass(frozen=True, slots=True)
+class SealedBlob:
+    artifact_id: str
+    digest: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class SealStatus:
+    initialised: bool
+    sealed: bool
+    keyring_id: str | None
+    threshold: int
+    shares: int
+    presented: int
+    custodians: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ShareReceipt:
+    """What presenting a share did: the status after, and which custodian's share it was."""
+
+    status: SealStatus
+    index: int
+    unsealed_now: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,14 +92,20 @@ class Staging:
 
     created: list[StoredBlob] = field(default_factory=list)
     stored: list[StoredBlob] = field(default_factory=list)
+    sealed: list[SealedBlob] = field(default_factory=list)
 
 
 class VaultService:
-    def __init__(self, database: Database, artifacts: ArtifactStore, keys_dir: Path) -> None:
+    def __init__(self, database: Database, artifacts: ArtifactStore, keys_dir: Path, sealed_dir: Path) -> None:
         self.database = database
         self.artifacts = artifacts
         self.keys_dir = keys_dir
+        self.sealed_dir = sealed_dir
         self._keys_lock = threading.Lock()
+        # The unsealed tier key lives in this process's memory only; shares presented so far too.
+        self._seal_lock = threading.Lock()
+        self._tier_private: bytes | None = None
+        self._presented: dict[int, Share] = {}
 
     @cached_property
     def keys(self) -> InstanceKeys:
@@ -72,6 +133,7 @@ class VaultService:
             yield staged
         except BaseException:
             self.discard_unreferenced([blob.digest for blob in staged.created])
+            self.discard_sealed(staged.sealed)
             raise
 
     def store(
@@ -140,3 +202,226 @@ class VaultService:
     def require_blob(self, digest: str, label: str) -> None:
         if not self.artifacts.has(digest):
             raise IntegrityFailure(f"the stored file {label} ({digest}) is missing", hint="restore from backup")
+
+    # --- the upper tier's seal --------------------------------------------------------------
+
+    def keyring(self) -> Keyring | None:
+        with self.database.read() as connection:
+            return store.load_keyring(connection, UPPER_TIER)
+
+    def require_keyring(self) -> None:
+        self._require_keyring()
+
+    def _require_keyring(self) -> Keyring:
+        keyring = self.keyring()
+        if keyring is None:
+            raise NotInitialised(
+                "the upper tier has no key yet", hint="run `aperture seal init --custodian NAME ... --threshold K`"
+            )
+        return keyring
+
+    def init_seal(
+        self, connection: Connection, custodians: Sequence[str], threshold: int, now: datetime
+    ) -> tuple[str, list[tuple[str, Share]]]:
+        """Make the upper tier's key, split it among the custodians and keep only the public key
+        and each share's hash. Returns the shares, to be handed out once; the key is forgotten
+        (the tier starts sealed: custodians unseal it)."""
+        check_custody(threshold, len(custodians))
+        if len(set(custodians)) != len(custodians):
+            raise InvalidInput("a custodian is named twice", hint="each custodian holds one share")
+        if store.load_keyring(connection, UPPER_TIER) is not None:
+            raise Conflict(
+                "the upper tier already has a key", hint="its custodians hold the shares; keys are never replaced here"
+            )
+        keyring_id = secrets.token_hex(8)
+        private, public = generate_tier_key()
+        shares = split_key(private, keyring_id, threshold, len(custodians))
+        del private
+        keyring = Keyring(
+            id=keyring_id,
+            tier=UPPER_TIER,
+            public_key=public,
+            threshold=threshold,
+            shares=len(custodians),
+            created_at=now,
+            custodians={
+                share.index: (custodian, share_hash(share)) for custodian, share in zip(custodians, shares, strict=True)
+            },
+        )
+        store.insert_keyring(connection, keyring)
+        return keyring_id, list(zip(custodians, shares, strict=True))
+
+    def seal_status(self) -> SealStatus:
+        keyring = self.keyring()
+        if keyring is None:
+            return SealStatus(False, True, None, 0, 0, 0, ())
+        with self._seal_lock:
+            return self._status_locked(keyring)
+
+    def present_share(self, custodian: str, share_text: str) -> ShareReceipt:
+        """One custodian's share. A share that is not this custodian's, of another keyring, or
+        already presented is refused and changes nothing; the k-th good share unseals the tier."""
+        keyring = self._require_keyring()
+        share = parse_share(share_text)
+        wrong = InvalidInput(
+            f"that is not {custodian}'s share of the upper tier's key",
+            hint="present the share printed for you at `aperture seal init`; a wrong share is recorded",
+        )
+        if share.keyring_id != keyring.id or share.index not in keyring.custodians:
+            raise wrong
+        holder, digest = keyring.custodians[share.index]
+        if holder != custodian or not share_matches(share, digest):
+            raise wrong
+        with self._seal_lock:
+            if self._tier_private is not None:
+                raise Conflict("the upper tier is already unsealed", hint="nothing to do")
+            if share.index in self._presented:
+                raise Conflict(
+                    f"{custodian}'s share was already presented",
+                    hint=f"{keyring.threshold - len(self._presented)} other custodian(s) must present theirs",
+                )
+            self._presented[share.index] = share
+            if len(self._presented) < keyring.threshold:
+                return ShareReceipt(self._status_locked(keyring), share.index, False)
+            private = combine_shares(list(self._presented.values()))
+            self._presented.clear()
+            if public_of(private) != keyring.public_key:
+                raise IntegrityFailure(
+                    "the presented shares do not rebuild the upper tier's key",
+                    hint="the stored share hashes or public key were altered; restore the database from backup",
+                )
+            self._tier_private = private
+            return ShareReceipt(self._status_locked(keyring), share.index, True)
+
+    def _status_locked(self, keyring: Keyring) -> SealStatus:
+        return SealStatus(
+            True,
+            self._tier_private is None,
+            keyring.id,
+            keyring.threshold,
+            keyring.shares,
+            len(self._presented),
+            tuple(custodian for _, (custodian, _) in sorted(keyring.custodians.items())),
+        )
+
+    def seal(self) -> None:
+        """Forget the tier key and any presented shares at once (also what a restart does)."""
+        with self._seal_lock:
+            self._tier_private = None
+            self._presented.clear()
+
+    def _tier_key(self) -> bytes:
+        with self._seal_lock:
+            key = self._tier_private
+        if key is None:
+            raise Unavailable(
+                "the upper tier is sealed",
+                hint="k key custodians must present their shares (POST /api/v1/seal/shares or the /security page)",
+            )
+        return key
+
+    # --- sealed artifacts -------------------------------------------------------------------
+
+    def sealed_path(self, artifact_id: str) -> Path:
+        return self.sealed_dir / artifact_id[:2] / artifact_id
+
+    def seal_files(
+        self, staged: Staging, sources: Sequence[SourceFile], progress: Progress | None = None
+    ) -> list[SealedBlob]:
+        """Encrypt each file into the sealed store as it is read (plaintext never touches disk):
+        read, hash, encrypt, write, fsync, rename. Needs only the tier's public key."""
+        keyring = self._require_keyring()
+        sealed: list[SealedBlob] = []
+        for source in sources:
+            blob = self._seal_one(keyring, source, progress)
+            staged.sealed.append(blob)
+            sealed.append(blob)
+        return sealed
+
+    def _seal_one(self, keyring: Keyring, source: SourceFile, progress: Progress | None) -> SealedBlob:
+        artifact_id = new_artifact_id()
+        final = self.sealed_path(artifact_id)
+        final.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        temp = final.with_name(final.name + ".part")
+        source_fd = open_source(source)
+        try:
+            sealer = Sealer(keyring.public_key, artifact_id)
+            out_fd, direct = open_new_file(temp, 0o600, direct=source.size > sealer.chunk)
+            try:
+                with contextlib.suppress(OSError, AttributeError):
+                    os.posix_fadvise(source_fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+                digest = seal_file(sealer, source_fd, out_fd, source, progress, direct=direct)
+                os.fsync(out_fd)
+            finally:
+                os.close(out_fd)
+            temp.rename(final)
+            fsync_directory(final.parent)
+        finally:
+            os.close(source_fd)
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
+        return SealedBlob(artifact_id, digest, source.size)
+
+    def reference_sealed(self, connection: Connection, owner: str, blobs: Sequence[SealedBlob], now: datetime) -> None:
+        keyring = store.load_keyring(connection, UPPER_TIER)
+        assert keyring is not None
+        rows = {
+            blob.digest: SealedBlobRow(blob.artifact_id, owner, blob.digest, blob.size, keyring.id) for blob in blobs
+        }
+        store.add_sealed(connection, list(rows.values()), now)
+
+    def discard_sealed(self, blobs: Sequence[SealedBlob]) -> None:
+        """Remove sealed files no committed record references (a failed registration's)."""
+        if not blobs:
+            return
+        with self.database.read() as connection:
+            keep = store.sealed_ids(connection, [blob.artifact_id for blob in blobs])
+        for blob in blobs:
+            if blob.artifact_id not in keep:
+                with contextlib.suppress(FileNotFoundError):
+                    self.sealed_path(blob.artifact_id).unlink()
+
+    def sealed_copies(self, owner: str) -> dict[str, SealedBlobRow]:
+        with self.database.read() as connection:
+            return store.sealed_for(connection, owner)
+
+    def open_sealed(self, row: SealedBlobRow) -> Generator[bytes, None, None]:
+        """The plaintext of a sealed artifact, streamed; needs the tier unsealed."""
+        key = self._tier_key()
+        path = self._existing_sealed(row)
+        return open_sealed(path, key, row.artifact_id, row.sha256)
+
+    def _existing_sealed(self, row: SealedBlobRow) -> Path:
+        path = self.sealed_path(row.artifact_id)
+        if not path.exists():
+            raise IntegrityFailure(
+                f"the sealed artifact {row.artifact_id} is missing", hint="restore HOME/sealed from backup"
+            )
+        return path
+
+    def rehash_sealed(self, row: SealedBlobRow, progress: Progress | None = None) -> str | None:
+        """Decrypt and hash: the plaintext digest, or None when the file is missing or damaged."""
+        key = self._tier_key()
+        try:
+            with SealedReader(self.sealed_path(row.artifact_id), key, row.artifact_id) as reader:
+                return unseal_digest(reader, progress)
+        except (FileNotFoundError, IntegrityFailure):
+            return None
+
+    def copy_out_sealed(self, row: SealedBlobRow, destination: Path, progress: Progress | None = None) -> None:
+        """Decrypt a sealed artifact into `destination` (a new file), checking every chunk and the
+        plaintext's digest; on any failure the destination is removed again."""
+        key = self._tier_key()
+        with SealedReader(self._existing_sealed(row), key, row.artifact_id) as reader:
+            fd, direct = open_new_file(destination, 0o600, direct=row.size >= reader.chunk)
+            try:
+                try:
+                    actual = unseal_to(reader, fd, progress, direct=direct)
+                    require_digest(actual, row.sha256, row.artifact_id)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    destination.unlink()
+                raise

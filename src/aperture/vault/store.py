@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from sqlalchemy import (
     BigInteger,
@@ -12,6 +13,7 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     Integer,
+    LargeBinary,
     PrimaryKeyConstraint,
     String,
     Table,
@@ -87,3 +89,147 @@ def forget_unreferenced(connection: Connection, digests: Iterable[str]) -> None:
 
 def blob_count(connection: Connection) -> int:
     return len(connection.execute(select(vault_blobs.c.sha256)).all())
+
+
+# --- the upper tier's key custody and sealed artifacts ----------------------------------------
+
+vault_keyrings = Table(
+    "vault_keyrings",
+    metadata,
+    Column("id", String(16), primary_key=True),
+    Column("tier", String(20), nullable=False, unique=True),
+    Column("public_key", LargeBinary(32), nullable=False),
+    Column("threshold", Integer, nullable=False),
+    Column("shares", Integer, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_by", String(200), nullable=False),
+    Column("schema_version", Integer, nullable=False),
+)
+
+vault_key_shares = Table(
+    "vault_key_shares",
+    metadata,
+    Column("keyring_id", String(16), ForeignKey("vault_keyrings.id"), nullable=False),
+    Column("share_index", Integer, nullable=False, autoincrement=False),
+    Column("custodian", String(63), nullable=False),
+    Column("share_hash", LargeBinary(32), nullable=False),
+    Column("schema_version", Integer, nullable=False),
+    PrimaryKeyConstraint("keyring_id", "share_index"),
+)
+
+vault_sealed_blobs = Table(
+    "vault_sealed_blobs",
+    metadata,
+    Column("artifact_id", String(36), primary_key=True),
+    Column("owner", String(200), nullable=False, index=True),
+    Column("sha256", String(64), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("keyring_id", String(16), ForeignKey("vault_keyrings.id"), nullable=False),
+    Column("sealed_at", DateTime(timezone=True), nullable=False),
+    Column("schema_version", Integer, nullable=False),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Keyring:
+    id: str
+    tier: str
+    public_key: bytes
+    threshold: int
+    shares: int
+    created_at: datetime
+    custodians: dict[int, tuple[str, bytes]]  # share index -> (custodian, share hash)
+
+
+def insert_keyring(connection: Connection, keyring: Keyring) -> None:
+    connection.execute(
+        vault_keyrings.insert().values(
+            id=keyring.id,
+            tier=keyring.tier,
+            public_key=keyring.public_key,
+            threshold=keyring.threshold,
+            shares=keyring.shares,
+            created_at=keyring.created_at,
+            created_by="",
+            schema_version=SCHEMA_VERSION,
+        )
+    )
+    connection.execute(
+        vault_key_shares.insert(),
+        [
+            {
+                "keyring_id": keyring.id,
+                "share_index": index,
+                "custodian": custodian,
+                "share_hash": digest,
+                "schema_version": SCHEMA_VERSION,
+            }
+            for index, (custodian, digest) in keyring.custodians.items()
+        ],
+    )
+
+
+def load_keyring(connection: Connection, tier: str) -> Keyring | None:
+    row = connection.execute(select(vault_keyrings).where(vault_keyrings.c.tier == tier)).mappings().first()
+    if row is None:
+        return None
+    shares = connection.execute(select(vault_key_shares).where(vault_key_shares.c.keyring_id == row["id"])).mappings()
+    created = row["created_at"]
+    return Keyring(
+        id=row["id"],
+        tier=row["tier"],
+        public_key=bytes(row["public_key"]),
+        threshold=int(row["threshold"]),
+        shares=int(row["shares"]),
+        created_at=created if created.tzinfo else created.replace(tzinfo=UTC),
+        custodians={int(s["share_index"]): (s["custodian"], bytes(s["share_hash"])) for s in shares},
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SealedBlobRow:
+    artifact_id: str
+    owner: str
+    sha256: str
+    size: int
+    keyring_id: str
+
+
+def add_sealed(connection: Connection, rows: Sequence[SealedBlobRow], now: datetime) -> None:
+    if not rows:
+        return
+    connection.execute(
+        vault_sealed_blobs.insert(),
+        [
+            {
+                "artifact_id": row.artifact_id,
+                "owner": row.owner,
+                "sha256": row.sha256,
+                "size": row.size,
+                "keyring_id": row.keyring_id,
+                "sealed_at": now,
+                "schema_version": SCHEMA_VERSION,
+            }
+            for row in rows
+        ],
+    )
+
+
+def sealed_for(connection: Connection, owner: str) -> dict[str, SealedBlobRow]:
+    """sha256 -> the sealed copy owned by `owner`."""
+    query = select(vault_sealed_blobs).where(vault_sealed_blobs.c.owner == owner)
+    return {
+        row["sha256"]: SealedBlobRow(
+            row["artifact_id"], row["owner"], row["sha256"], int(row["size"]), row["keyring_id"]
+        )
+        for row in connection.execute(query).mappings()
+    }
+
+
+def sealed_ids(connection: Connection, artifact_ids: Sequence[str]) -> set[str]:
+    found: set[str] = set()
+    for start in range(0, len(artifact_ids), 500):
+        chunk = list(artifact_ids[start : start + 500])
+        query = select(vault_sealed_blobs.c.artifact_id).where(vault_sealed_blobs.c.artifact_id.in_(chunk))
+        found.update(connection.execute(query).scalars())
+    return found

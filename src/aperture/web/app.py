@@ -126,7 +126,12 @@ def _mount_api(app: FastAPI, services: Services) -> None:
     from aperture.access.http import build_router as access_router
 
     app.include_router(access_router(services), prefix=API_PREFIX)
-    for module_name in ("aperture.registry.http", "aperture.audit.http", "aperture.risk.http"):
+    for module_name in (
+        "aperture.registry.http",
+        "aperture.audit.http",
+        "aperture.risk.http",
+        "aperture.security.http",
+    ):
         module = __import__(module_name, fromlist=["build_router"])
         app.include_router(module.build_router(services), prefix=API_PREFIX)
 

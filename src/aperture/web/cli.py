@@ -20,6 +20,9 @@ if TYPE_CHECKING:
     from aperture.bootstrap import Services
 
 DEMO_HOME = Path(".aperture-demo")
+DEMO_PASSWORD = "demo password, not for production"  # noqa: S105 - printed by the demo on purpose
+SECURE_NAME = "smollm2-135m-frontier"
+CANARY_NAME = "frontier-decoy"
 DEMO_MARKER = "demo-instance"
 
 
@@ -172,24 +175,27 @@ def demo(
         port = chosen
     base_url = f"http://{host}:{port}"
 
-    out_console.rule("1/5  create the instance")
+    out_console.rule("1/6  create the instance")
     issued = init_instance(services)
     out_console.print(f"instance in {home}; signing key {services.keys.key_id}")
 
-    out_console.rule("2/5  import the bundled model (SmolLM2-135M-Instruct)")
+    out_console.rule("2/6  import the bundled model (SmolLM2-135M-Instruct)")
     with BarProgress("storing") as bar:
         version = services.registry.import_bundled(progress=bar).version
     out_console.print(f"registered {version.reference} ({version.parameter_count:,} parameters)")
 
-    out_console.rule("3/5  verify its files and signature")
+    out_console.rule("3/6  verify its files and signature")
     with BarProgress("verifying") as bar:
         report = services.registry.verify_version(version.model_name, version.version, progress=bar)
     out_console.print(f"verified {report.files_checked} files, signature by key {report.signing_key_id}: OK")
+
+    out_console.rule("4/6  security tiers: members, people, a sealed upper-tier version, a canary")
+    services, people = _demo_security(services, settings)
     head = services.audit.issue_tree_head()
     out_console.print(f"transparency log: {head.tree_size} events, signed tree head issued")
 
     ref = version.reference
-    out_console.rule("4/5  assess its risks (a documented quick sample of each suite)")
+    out_console.rule("5/6  assess its risks (a documented quick sample of each suite)")
     profile_version = _quick_assessment(services, ref)
     risk_url = f"{base_url}/models/{version.model_name}/versions/{version.version}/risk"
     out_console.print(f"risk profile version {profile_version}: {risk_url}", highlight=False)
@@ -224,15 +230,18 @@ def demo(
             f"{cli} audit prove 0",
         ],
     }
+    info["people"] = people
+    info["urls"]["login"] = f"{base_url}/login"
     (home / "demo.json").write_text(json.dumps(info, indent=2) + "\n")
 
-    out_console.rule("5/5  serve")
+    out_console.rule("6/6  serve")
     out_console.print(f"  web UI        {base_url}/")
     out_console.print(f"  models        {base_url}/models/{version.model_name}")
     out_console.print(f"  audit log     {base_url}/audit")
     out_console.print(f"  API docs      {base_url}/api/v1/docs")
     out_console.print("  admin key     ", end="")
     out_console.print(issued.text, soft_wrap=True, highlight=False)
+    out_console.print(f"  sign in       {base_url}/login as alice, bob, sam, carol ... password {DEMO_PASSWORD!r}")
     out_console.print(f"  demo.json     {home / 'demo.json'} (the same, machine-readable)")
     out_console.print("\nTry next:")
     for example in info["examples"]:
@@ -243,3 +252,120 @@ def demo(
         raise InvalidInput(f"port {port} was taken while preparing", hint="run the demo again")
     out_console.print("\nServing; press Ctrl-C to stop.")
     serve_app(services, host, port)
+
+
+def _demo_security(services: Any, settings: Any) -> tuple[Any, dict[str, Any]]:
+    """Members and partners, people with roles, the tier's key split 2-of-3, an SL4 version sealed
+    at rest, a canary; then a restart (the tier comes back sealed) and two custodians unseal it."""
+    from aperture.access.domain import (
+        SYSTEM,
+        Caller,
+        Organisation,
+        OrganisationKind,
+        Role,
+        RuleOfLaw,
+        SecurityLevel,
+        State,
+        StateKind,
+        Vetting,
+    )
+    from aperture.bootstrap import build_services
+    from aperture.ml import bundled
+
+    access = services.access
+    for member in (
+        State("FR", "France", StateKind.MEMBER, True, SecurityLevel.SL4, RuleOfLaw.ADEQUATE),
+        State("DE", "Germany", StateKind.MEMBER, True, SecurityLevel.SL4, RuleOfLaw.ADEQUATE),
+        State("NO", "Norway", StateKind.PARTNER, False, SecurityLevel.SL4, RuleOfLaw.ADEQUATE),
+        State("XY", "Partner Y", StateKind.PARTNER, False, SecurityLevel.SL2, RuleOfLaw.CONDITIONAL),
+    ):
+        access.save_state(SYSTEM, member)
+    for body in (
+        Organisation("institute", "The Institute", OrganisationKind.PUBLIC_BODY, "FR"),
+        Organisation("tu-berlin", "A Technical University", OrganisationKind.ACADEMIC, "DE"),
+        Organisation("nordlab", "Nord Lab", OrganisationKind.ACADEMIC, "NO"),
+        Organisation("ycorp", "Y Corp", OrganisationKind.COMPANY, "XY", parent="Y Holdings"),
+    ):
+        access.save_organisation(SYSTEM, body)
+    access.add_programme(SYSTEM, "frontier", "Frontier language models")
+    people = {
+        "alice": ("Alice Martin", "institute", SecurityLevel.SL4, Vetting.ENHANCED, (Role.RESEARCHER,), ("frontier",)),
+        "bob": (
+            "Bob Keller",
+            "institute",
+            SecurityLevel.SL4,
+            Vetting.ENHANCED,
+            (Role.PROGRAMME_DIRECTOR,),
+            ("frontier",),
+        ),
+        "sam": (
+            "Sam Laurent",
+            "institute",
+            SecurityLevel.SL4,
+            Vetting.ENHANCED,
+            (Role.SECURITY_OFFICER,),
+            ("frontier",),
+        ),
+        "ada": ("Ada Weber", "tu-berlin", SecurityLevel.SL2, Vetting.BASELINE, (Role.RESEARCHER,), ()),
+        "yves": ("Yves Park", "ycorp", SecurityLevel.SL4, Vetting.ENHANCED, (Role.RESEARCHER,), ("frontier",)),
+        "carol": ("Carol Dubois", "institute", SecurityLevel.SL1, Vetting.NONE, (Role.KEY_CUSTODIAN,), ()),
+        "dave": ("Dave Nilsen", "nordlab", SecurityLevel.SL1, Vetting.NONE, (Role.KEY_CUSTODIAN,), ()),
+        "erin": ("Erin Roth", "tu-berlin", SecurityLevel.SL1, Vetting.NONE, (Role.KEY_CUSTODIAN,), ()),
+    }
+    for name, (display, organisation, clearance, vetting, roles, programmes) in people.items():
+        access.add_principal(
+            SYSTEM,
+            name,
+            display_name=display,
+            organisation=organisation,
+            clearance=clearance,
+            vetting=vetting,
+            roles=roles,
+            programmes=programmes,
+        )
+        access.set_password(SYSTEM, name, DEMO_PASSWORD)
+    out_console.print(f"{len(people)} people in 4 organisations of 2 member and 2 partner states; programme frontier")
+    shares = services.security.init_seal(SYSTEM, ["carol", "dave", "erin"], 2)
+    out_console.print("upper tier key split 2 of 3; the demo prints the shares (an operator hands them out once):")
+    for custodian, share in shares:
+        out_console.print(f"  share for {custodian}: {share}", highlight=False, soft_wrap=True)
+    directory = bundled.convert_to_safetensors(bundled.find_bundled_gguf(), settings.resolved_model_cache)
+    with BarProgress("sealing") as bar:
+        secure = services.registry.register(
+            SYSTEM,
+            directory,
+            SECURE_NAME,
+            "0.1.0",
+            level=SecurityLevel.SL4,
+            programme="frontier",
+            description="The bundled model, registered in the upper tier: every file encrypted at rest.",
+            licence="Apache-2.0",
+            progress=bar,
+        ).version
+        services.registry.register(
+            SYSTEM,
+            directory,
+            CANARY_NAME,
+            "2.0-rc1",
+            level=SecurityLevel.SL4,
+            programme="frontier",
+            canary=True,
+            description="Frontier checkpoint, release candidate.",
+            licence="proprietary",
+            progress=bar,
+        )
+    out_console.print(f"sealed {secure.reference} (SL4, programme frontier) and a canary, {CANARY_NAME}:2.0-rc1")
+    services.close()
+    services = build_services(settings)  # a restart: the tier key is in no process's memory now
+    out_console.print(
+        f"after a restart the upper tier is {'sealed' if services.security.seal_status().sealed else 'open'}"
+    )
+    for custodian, share in shares[:2]:
+        principal = services.access.get_principal(custodian)
+        services.security.present_share(Caller(custodian, principal.roles, session=True), share)
+        out_console.print(f"  {custodian} presented a share")
+    report = services.registry.verify_version(SECURE_NAME, "0.1.0")
+    out_console.print(f"unsealed; {secure.reference}: {report.files_checked} files decrypted and verified")
+    return services, {
+        name: {"password": DEMO_PASSWORD, "roles": [r.value for r in spec[4]]} for name, spec in people.items()
+    } | {"shares": {custodian: share for custodian, share in shares}}

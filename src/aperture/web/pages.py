@@ -5,18 +5,25 @@ Thin adapters: each page calls service read functions and renders a template.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from importlib import resources
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
-from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi import FastAPI, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup, escape
 
 from aperture import __version__
+from aperture.access.domain import Action, Caller
+from aperture.core.errors import ApertureError
+from aperture.vault.keys import load_or_create_secret
 from aperture.web.charts import BudgetSeries, IntervalRow, ReferenceLine, budget_chart, interval_chart
+from aperture.web.sessions import Sessions, check_csrf, replace_session, session, viewer
 
 if TYPE_CHECKING:
     from aperture.bootstrap import Services
@@ -30,6 +37,7 @@ def _templates() -> Jinja2Templates:
     env.filters["bytes"] = human_bytes
     env.filters["count"] = human_count
     env.filters["flop"] = human_flop
+    env.filters["code_spans"] = code_spans
     return Jinja2Templates(env=env)
 
 
@@ -62,9 +70,32 @@ def human_flop(value: int) -> str:
     return f"{mantissa} × 10{str(int(exponent)).translate(_SUPERSCRIPT)} FLOP"
 
 
+def code_spans(text: str) -> Markup:
+    """Show `command` spans (as hints write them) as code; everything else escaped as text."""
+    parts = text.split("`")
+    if len(parts) % 2 == 0:  # an unpaired backtick: plain text
+        return escape(text)
+    out = Markup()
+    for position, part in enumerate(parts):
+        out += Markup("<code>%s</code>") % part if position % 2 else escape(part)
+    return out
+
+
 def error_page(request: Request, status: int, message: str, hint: str) -> Response:
     templates: Jinja2Templates = request.app.state.templates
-    context = {"status": status, "title": _TITLES.get(status, "Something went wrong"), "message": message, "hint": hint}
+    viewer: dict[str, Any] = {"me": None, "desk": False}
+    if status < 500:  # a server error may be the database failing: do not ask it who is viewing
+        with contextlib.suppress(Exception):  # the error page must render even if this fails
+            viewer = request.app.state.page_viewer(request)
+    context = {
+        "status": status,
+        "title": _TITLES.get(status, "Something went wrong"),
+        "message": message,
+        "hint": hint,
+        "back": _same_site_referrer(request) if request.method == "POST" else None,
+        "csrf": session(request).get("csrf", ""),
+        **viewer,
+    }
     return templates.TemplateResponse(request, "error.html", context, status_code=status)
 
 
@@ -119,18 +150,131 @@ def risk_charts(profile: dict[str, Any]) -> dict[str, str]:
 TONES = ("accent", "bad", "warn")
 
 
+def _same_site_referrer(request: Request) -> str | None:
+    """Where a refused form was submitted from, when it is a page of this site (a path only)."""
+    referrer = urlsplit(request.headers.get("referer", ""))
+    if referrer.netloc != request.url.netloc or not referrer.path.startswith("/") or referrer.path.startswith("//"):
+        return None
+    return referrer.path + (f"?{referrer.query}" if referrer.query else "")
+
+
 def mount(app: FastAPI, services: Services) -> None:
     templates = _templates()
     app.state.templates = templates
     static_dir = resources.files("aperture.web") / "static"
     app.mount("/static", StaticFiles(directory=str(static_dir)), name="static")
+    settings = services.settings
+    sessions = Sessions(load_or_create_secret(settings.keys_dir), settings.session_ttl_s, settings.cookie_secure)
+    app.middleware("http")(sessions.middleware())
 
-    def render(request: Request, name: str, section: str, **context: Any) -> HTMLResponse:
-        return templates.TemplateResponse(request, name, {"section": section, **context})
+    def me(request: Request) -> Caller:
+        return viewer(request, lambda name, epoch, origin: services.access.session_caller(name, epoch, origin=origin))
+
+    def page_viewer(request: Request) -> dict[str, Any]:
+        """Who is viewing (for the header): the signed-in person, and whether they are the desk."""
+        caller = me(request)
+        signed_in = caller.session
+        desk = signed_in and services.access.decide(caller, Action.VIEW_SECURITY).allowed
+        return {"me": caller if signed_in else None, "desk": desk}
+
+    app.state.page_viewer = page_viewer
+
+    def render(request: Request, name: str, section: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+        base = {"section": section, **page_viewer(request), "csrf": session(request).get("csrf", "")}
+        return templates.TemplateResponse(request, name, {**base, **context}, status_code=status_code)
+
+    def back(to: str) -> RedirectResponse:
+        return RedirectResponse(to, status_code=303)
+
+    @app.get("/login", response_class=HTMLResponse, include_in_schema=False)
+    def login_page(request: Request, next: str = "/") -> HTMLResponse:
+        return render(request, "login.html", "login", next=next if next.startswith("/") else "/", problem=None)
+
+    @app.post("/login", response_class=HTMLResponse, include_in_schema=False)
+    def login(
+        request: Request,
+        name: str = Form(...),
+        password: str = Form(...),
+        csrf: str = Form(""),
+        next: str = Form("/"),
+    ) -> Response:
+        check_csrf(request, csrf)
+        origin = request.client.host if request.client else None
+        try:
+            caller, epoch = services.access.login(name.strip(), password, origin=origin)
+        except ApertureError as refused:
+            return render(request, "login.html", "login", status_code=401, next=next, problem=refused.message)
+        replace_session(request, {"csrf": session(request)["csrf"], "principal": caller.principal, "epoch": epoch})
+        return back(next if next.startswith("/") and not next.startswith("//") else "/")
+
+    @app.post("/logout", include_in_schema=False)
+    def logout(request: Request, csrf: str = Form("")) -> Response:
+        check_csrf(request, csrf)
+        replace_session(request, {"csrf": session(request)["csrf"]})
+        return back("/")
+
+    @app.get("/security", response_class=HTMLResponse, include_in_schema=False)
+    def security_page(request: Request) -> Response:
+        caller = me(request)
+        if not caller.session:
+            return back("/login?next=/security")
+        security = services.security
+        desk = services.access.decide(caller, Action.VIEW_SECURITY).allowed
+        custodian = services.access.decide(caller, Action.UNSEAL).allowed
+        return render(
+            request,
+            "security.html",
+            "security",
+            seal=security.seal_status(),
+            custodian=custodian,
+            alerts=security.alerts(caller, limit=50) if desk else [],
+            grants=security.list_grants(caller),
+            now=services.clock.now(),
+        )
+
+    @app.post("/security/shares", include_in_schema=False)
+    def present_share(request: Request, share: str = Form(...), csrf: str = Form("")) -> Response:
+        check_csrf(request, csrf)
+        services.security.present_share(me(request), share)
+        return back("/security")
+
+    @app.post("/security/grants/{grant_id}/approve", include_in_schema=False)
+    def approve_grant(request: Request, grant_id: str, csrf: str = Form("")) -> Response:
+        check_csrf(request, csrf)
+        services.security.approve_grant(me(request), grant_id)
+        return back("/security")
+
+    @app.post("/security/grants/{grant_id}/revoke", include_in_schema=False)
+    def revoke_grant(request: Request, grant_id: str, csrf: str = Form("")) -> Response:
+        check_csrf(request, csrf)
+        services.security.revoke_grant(me(request), grant_id)
+        return back("/security")
+
+    @app.post("/security/alerts/{alert_id}/acknowledge", include_in_schema=False)
+    def acknowledge(request: Request, alert_id: str, csrf: str = Form("")) -> Response:
+        check_csrf(request, csrf)
+        services.security.acknowledge(me(request), alert_id)
+        return back("/security")
+
+    @app.get("/people", response_class=HTMLResponse, include_in_schema=False)
+    def people_page(request: Request) -> Response:
+        caller = me(request)
+        if not caller.session:
+            return back("/login?next=/people")
+        services.access.require_instance(caller, Action.VIEW_SECURITY)
+        return render(
+            request,
+            "people.html",
+            "people",
+            states=services.access.list_states(),
+            organisations=services.access.list_organisations(),
+            programmes=services.access.list_programmes(),
+            principals=services.access.list_principals(),
+        )
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def home(request: Request) -> HTMLResponse:
-        models = services.registry.list_models()
+        models = services.registry.list_models(me(request))
         head = services.audit.latest_tree_head()
         events = services.audit.list_events(limit=8)
         return render(
@@ -146,22 +290,25 @@ def mount(app: FastAPI, services: Services) -> None:
 
     @app.get("/models", response_class=HTMLResponse, include_in_schema=False)
     def models_page(request: Request) -> HTMLResponse:
-        return render(request, "models.html", "models", models=services.registry.list_models())
+        return render(request, "models.html", "models", models=services.registry.list_models(me(request)))
 
     @app.get("/models/{name}", response_class=HTMLResponse, include_in_schema=False)
     def model_page(request: Request, name: str) -> HTMLResponse:
-        model = services.registry.get_model(name)
+        model = services.registry.get_model(name, me(request))
         return render(request, "model.html", "models", model=model)
 
     @app.get("/models/{name}/versions/{version}", response_class=HTMLResponse, include_in_schema=False)
     def version_page(request: Request, name: str, version: str) -> HTMLResponse:
-        found = services.registry.get_version(name, version)
-        return render(request, "version.html", "models", v=found)
+        found = services.registry.get_version(name, version, me(request))
+        return render(
+            request, "version.html", "models", v=found, classification=services.registry.classification(found)
+        )
 
     @app.get("/models/{name}/versions/{version}/risk", response_class=HTMLResponse, include_in_schema=False)
     def risk_page(request: Request, name: str, version: str, profile_version: int | None = None) -> HTMLResponse:
-        found = services.registry.get_version(name, version)
-        profile = services.risk.profile(found.reference, profile_version)
+        viewer_caller = me(request)
+        found = services.registry.get_version(name, version, viewer_caller)
+        profile = services.risk.profile(found.reference, profile_version, viewer_caller)
         return render(request, "risk.html", "models", v=found, profile=profile, charts=risk_charts(profile))
 
     @app.get("/audit", response_class=HTMLResponse, include_in_schema=False)
