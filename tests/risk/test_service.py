@@ -329,3 +329,19 @@ def test_a_local_model_as_rubric_judge_degrades_to_rules_when_it_ignores_the_for
     with pytest.raises(InvalidInput, match="engine 'vllm' is not understood"):
         services.risk.run_suite(SYSTEM, tiny_version.reference, "strongreject", RunOptions(engine="vllm"))
     assert len(services.risk.runs()) == runs_before
+
+
+def test_upper_tier_versions_are_not_evaluated_in_process_and_stay_hidden(services: Services, tmp_path: Path) -> None:
+    """Sealed weights never leave the vault for a local run; someone not cleared gets not-found."""
+    from tests.security.world import build_world
+
+    world = build_world(services, tmp_path)
+    sealed = world.sealed.reference
+    with pytest.raises(Forbidden, match="upper-tier"):
+        services.risk.run_suite(world.caller("alice"), sealed, "wmdp-bio", RunOptions(limit=2))
+    with pytest.raises(NotFound):
+        services.risk.run_suite(world.caller("lena"), sealed, "wmdp-bio", RunOptions(limit=2))
+    with pytest.raises(NotFound):
+        services.risk.profile(sealed, caller=world.caller("lena"))
+    assert services.risk.profile(sealed, caller=world.caller("alice"))["evidence"] == []
+    assert services.risk.runs() == []
