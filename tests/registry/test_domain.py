@@ -409,3 +409,14 @@ def test_numpy_builders_are_what_they_claim(tmp_path: Path) -> None:
     with path.open("rb") as handle:
         info = parse_safetensors(handle, path.stat().st_size)
     assert info.parameter_count == 15 and info.dtypes == ("I8",)
+
+
+@pytest.mark.parametrize("text", ["model\n", "model\n:1.0"])
+def test_names_versions_and_references_refuse_a_trailing_newline(text: str) -> None:
+    from aperture.registry.domain import parse_reference, validate_name
+
+    with pytest.raises(InvalidInput):
+        if ":" in text:
+            parse_reference(text)
+        else:
+            validate_name(text)

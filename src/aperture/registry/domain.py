@@ -81,7 +81,7 @@ class Modality(StrEnum):
 
 
 def validate_name(name: str) -> str:
-    if not NAME_PATTERN.match(name):
+    if not NAME_PATTERN.fullmatch(name):
         raise InvalidInput(
             f"invalid model name {name!r}",
             hint="use 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit (no ':' or '/')",
@@ -90,7 +90,7 @@ def validate_name(name: str) -> str:
 
 
 def validate_version(version: str) -> str:
-    if not VERSION_PATTERN.match(version):
+    if not VERSION_PATTERN.fullmatch(version):
         raise InvalidInput(
             f"invalid version {version!r}",
             hint="use 1-64 letters, digits, '.', '_', '+' or '-', starting with a letter or digit (e.g. 1.0.0)",
@@ -101,7 +101,7 @@ def validate_version(version: str) -> str:
 def parse_reference(text: str) -> tuple[str, str]:
     """`name:version` -> (name, version)."""
     name, sep, version = text.strip().partition(":")
-    if not sep or not NAME_PATTERN.match(name) or not VERSION_PATTERN.match(version):
+    if not sep or not NAME_PATTERN.fullmatch(name) or not VERSION_PATTERN.fullmatch(version):
         raise InvalidInput(
             f"{text!r} is not a model reference",
             hint="write NAME:VERSION, e.g. smollm2-135m-instruct:0.1.2 (`aperture models list` shows them)",
@@ -111,7 +111,7 @@ def parse_reference(text: str) -> tuple[str, str]:
 
 def looks_like_reference(text: str) -> bool:
     name, sep, version = text.strip().partition(":")
-    return bool(sep) and bool(NAME_PATTERN.match(name)) and bool(VERSION_PATTERN.match(version))
+    return bool(sep) and bool(NAME_PATTERN.fullmatch(name)) and bool(VERSION_PATTERN.fullmatch(version))
 
 
 def validate_licence(text: str) -> str:

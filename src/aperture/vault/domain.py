@@ -38,7 +38,7 @@ SIGNATURE_FILE = "model.sig"
 
 
 def check_digest(digest: str) -> str:
-    if not DIGEST_PATTERN.match(digest):
+    if not DIGEST_PATTERN.fullmatch(digest):
         raise InvalidInput(f"{digest!r} is not a SHA-256 hex digest", hint="give 64 lowercase hex characters")
     return digest
 
@@ -177,7 +177,7 @@ def _statement_manifest(payload: bytes, hint: str) -> SignedManifest:
         files: dict[str, str] = {}
         for resource in predicate["resources"]:
             name, algorithm, digest = resource["name"], resource["algorithm"], resource["digest"]
-            if algorithm != HASH_ALGORITHM or not DIGEST_PATTERN.match(digest) or name in files:
+            if algorithm != HASH_ALGORITHM or not DIGEST_PATTERN.fullmatch(digest) or name in files:
                 raise _fail(f"bad resource entry {name!r}")
             files[name] = digest
         subject_digest = subject["digest"][HASH_ALGORITHM]
