@@ -7,10 +7,12 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, ParamSpec, Self, TypeVar
 
 import typer
 from rich.console import Console
+from rich.progress import Progress, TaskID
 from sqlalchemy.exc import OperationalError
 
 from aperture.core.errors import ApertureError, Unavailable
@@ -87,3 +89,36 @@ def command_errors(func: Callable[P, R]) -> Callable[P, R]:
             return func(*args, **kwargs)
 
     return wrapper
+
+
+class ProgressBar:
+    """What every long command's progress shares: notes on stderr, one rich bar that subclasses
+    start (only on a terminal), advancing it, and stopping it however the block ends."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
+        self.progress: Progress | None = None
+        self.task: TaskID | None = None
+
+    def note(self, message: str) -> None:
+        if not self.quiet:
+            err_console.print(message, highlight=False)
+
+    def _add_task(self, *columns: Any, description: str, total: int, completed: int = 0) -> None:
+        if self.progress is None:
+            self.progress = Progress(*columns, console=err_console, transient=True)
+            self.progress.start()
+        self.task = self.progress.add_task(description, total=total, completed=completed)
+
+    def advance(self, count: int) -> None:
+        if self.progress is not None and self.task is not None:
+            self.progress.advance(self.task, count)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        if self.progress is not None:
+            self.progress.stop()

@@ -3,35 +3,18 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from click.testing import Result
-from typer.testing import CliRunner
 
-from aperture.bootstrap import Services
-from aperture.cli import app
-from aperture.cli_support import CliState
 from aperture.registry.domain import ModelVersion
+from tests.registry.test_cli import run
+
+__all__ = ["run"]  # the registry's CLI fixture: the real Typer app on this test's instance
 from tests.risk.test_service import _inspect_log
 
 Invoke = Callable[..., Result]
-
-
-@pytest.fixture
-def run(services: Services) -> Iterator[Invoke]:
-    states: list[CliState] = []
-
-    def invoke(*args: str) -> Result:
-        state = CliState(settings=services.settings)
-        states.append(state)
-        return CliRunner().invoke(app, list(args), obj=state)
-
-    yield invoke
-    for state in states:
-        if state._services is not None:
-            state._services.close()
 
 
 def test_run_show_runs_results(run: Invoke, tiny_version: ModelVersion) -> None:

@@ -7,15 +7,12 @@ The CLI acts as the instance operator (SYSTEM). torch and transformers are impor
 from __future__ import annotations
 
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import typer
 from rich.progress import (
     BarColumn,
     DownloadColumn,
-    Progress,
-    TaskID,
     TextColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
@@ -24,7 +21,7 @@ from rich.table import Table
 
 from aperture.access.domain import SYSTEM, parse_level
 from aperture.bootstrap import require_initialised
-from aperture.cli_support import command_errors, err_console, out_console, print_json, state
+from aperture.cli_support import ProgressBar, command_errors, err_console, out_console, print_json, state
 from aperture.registry.domain import Model, ModelSummary, ModelVersion, parse_reference
 from aperture.registry.service import ExportResult, Registration, VerificationReport
 
@@ -33,46 +30,25 @@ app = typer.Typer(help="Model registry: register versions, list, show, verify, e
 PROGRESS_FROM_BYTES = 64 * 1024 * 1024
 
 
-class BarProgress:
+class BarProgress(ProgressBar):
     """A rich progress bar with bytes/s on stderr, shown for large jobs on a terminal only."""
 
     def __init__(self, label: str, quiet: bool = False) -> None:
+        super().__init__(quiet)
         self.label = label
-        self.quiet = quiet
-        self.progress: Progress | None = None
-        self.task: TaskID | None = None
-
-    def note(self, message: str) -> None:
-        if not self.quiet:
-            err_console.print(message, highlight=False)
 
     def start(self, total_bytes: int, files: int) -> None:
         if self.quiet or total_bytes < PROGRESS_FROM_BYTES or not err_console.is_terminal:
             return
-        self.progress = Progress(
+        self._add_task(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
             DownloadColumn(binary_units=True),
             TransferSpeedColumn(),
             TimeRemainingColumn(),
-            console=err_console,
-            transient=True,
+            description=f"{self.label} ({files} files)",
+            total=total_bytes,
         )
-        self.progress.start()
-        self.task = self.progress.add_task(f"{self.label} ({files} files)", total=total_bytes)
-
-    def advance(self, done_bytes: int) -> None:
-        if self.progress is not None and self.task is not None:
-            self.progress.advance(self.task, done_bytes)
-
-    def __enter__(self) -> BarProgress:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
-    ) -> None:
-        if self.progress is not None:
-            self.progress.stop()
 
 
 def version_json(version: ModelVersion, *, with_files: bool = True) -> dict[str, Any]:

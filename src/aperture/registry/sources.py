@@ -66,7 +66,7 @@ def _planned(relative: str, real: str, info: os.stat_result, limits: HeaderLimit
     return PlannedFile(
         relative,
         classify(relative),
-        SourceFile(Path(real), info.st_size, info.st_dev, info.st_ino, info.st_mtime_ns, relative),
+        SourceFile.planned(Path(real), info, relative),
     )
 
 

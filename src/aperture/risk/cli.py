@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from aperture.access.domain import SYSTEM
 from aperture.bootstrap import require_initialised
-from aperture.cli_support import command_errors, err_console, out_console, print_json, state
+from aperture.cli_support import ProgressBar, command_errors, err_console, out_console, print_json, state
 from aperture.core.errors import InvalidInput
 from aperture.risk.domain import ATTACK_GRIDS, SUITES, RiskDomain, Safeguard
 from aperture.risk.providers import validate_engine_spec, validate_judge_spec
@@ -22,17 +21,8 @@ from aperture.risk.service import RunOptions, RunOutcome
 app = typer.Typer(help="Risk assessment: evaluation suites, evidence, risk profiles.", no_args_is_help=True)
 
 
-class ItemProgress:
+class ItemProgress(ProgressBar):
     """Items done / total with ETA on stderr (terminal only); resumed items count as done."""
-
-    def __init__(self, quiet: bool = False) -> None:
-        self.quiet = quiet
-        self.progress: Progress | None = None
-        self.task: TaskID | None = None
-
-    def note(self, message: str) -> None:
-        if not self.quiet:
-            err_console.print(message, highlight=False)
 
     def start(self, label: str, total: int, done: int) -> None:
         if self.quiet:
@@ -42,30 +32,15 @@ class ItemProgress:
         if not err_console.is_terminal:
             self.note(f"scoring {label}: {total - done} items")
             return
-        if self.progress is None:
-            self.progress = Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeRemainingColumn(),
-                console=err_console,
-                transient=True,
-            )
-            self.progress.start()
-        self.task = self.progress.add_task(label, total=total, completed=done)
-
-    def advance(self, count: int) -> None:
-        if self.progress is not None and self.task is not None:
-            self.progress.advance(self.task, count)
-
-    def __enter__(self) -> ItemProgress:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
-    ) -> None:
-        if self.progress is not None:
-            self.progress.stop()
+        self._add_task(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            description=label,
+            total=total,
+            completed=done,
+        )
 
 
 def _percent(value: float) -> str:
@@ -97,18 +72,7 @@ def _print_outcome(outcome: RunOutcome) -> None:
 @command_errors
 def suites(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """List the evaluation suites and what each measures."""
-    rows: list[dict[str, Any]] = [
-        {
-            "name": s.name,
-            "kind": s.kind.value,
-            "title": s.title,
-            "metric": s.metric,
-            "domain": s.domain.value if s.domain else None,
-            "safeguard": s.safeguard.value if s.safeguard else None,
-            "files": list(s.files),
-        }
-        for s in SUITES.values()
-    ]
+    rows = [suite.to_dict() for suite in SUITES.values()]
     if as_json:
         print_json(rows)
         return

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -128,11 +127,9 @@ class TransformersEngine:
         for request in requests:
             if not request.context:
                 raise InvalidInput("a multiple-choice context is empty", hint="check the suite's data file")
-            spaces = len(request.context) - len(request.context.rstrip())
-            context = request.context[: len(request.context) - spaces] if spaces else request.context
-            contexts.append(context)
-            for continuation in request.continuations:
-                wholes.append(context + request.context[len(context) :] + continuation)
+            # Trailing spaces belong to the continuation; the whole string is the same either way.
+            contexts.append(request.context.rstrip())
+            wholes.extend(request.context + continuation for continuation in request.continuations)
         context_ids = self.tokenizer(contexts)["input_ids"]
         whole_ids = self.tokenizer(wholes)["input_ids"]
         pairs = []
@@ -152,11 +149,14 @@ class TransformersEngine:
         pairs = self._encode_pairs(requests)
         # Each scoring job: input tokens, and for each continuation the (position, token) pairs it sums.
         jobs: list[tuple[list[int], list[list[tuple[int, int]]]]] = []
+        request_jobs: list[range] = []  # which jobs score each request, in choice order
         for context_enc, continuations in pairs:
+            first_job = len(jobs)
             if all(len(c) == 1 for c in continuations):
                 # One forward pass scores every single-token choice at the context's last position.
                 last = len(context_enc) - 1
                 jobs.append((context_enc, [[(last, c[0])] for c in continuations]))
+                request_jobs.append(range(first_job, len(jobs)))
                 continue
             for continuation in continuations:  # the general path: one sequence per choice
                 if not continuation:
@@ -164,6 +164,7 @@ class TransformersEngine:
                 tokens = context_enc + continuation
                 start = len(context_enc) - 1
                 jobs.append((tokens[:-1], [[(start + i, t) for i, t in enumerate(continuation)]]))
+            request_jobs.append(range(first_job, len(jobs)))
         scores: list[list[float]] = [[] for _ in jobs]
         order = sorted(range(len(jobs)), key=lambda i: -len(jobs[i][0]))
         with torch.inference_mode():
@@ -171,17 +172,7 @@ class TransformersEngine:
             lengths = [len(jobs[i][0]) - len(prefix[0]) if prefix else len(jobs[i][0]) for i in range(len(jobs))]
             for batch in self._batches(order, lengths):
                 self._score_batch([jobs[i] for i in batch], [scores[i] for i in batch], prefix)
-        # Fold the per-job scores back into per-request tuples.
-        results: list[tuple[float, ...]] = []
-        job = 0
-        for _context, continuations in pairs:
-            if all(len(c) == 1 for c in continuations):
-                results.append(tuple(scores[job]))
-                job += 1
-            else:
-                results.append(tuple(scores[job + k][0] for k in range(len(continuations))))
-                job += len(continuations)
-        return results
+        return [tuple(value for job in owned for value in scores[job]) for owned in request_jobs]
 
     def _batches(self, order: Sequence[int], lengths: Sequence[int]) -> list[list[int]]:
         """Longest first, each batch under the token budget (rows x longest row)."""
@@ -405,14 +396,3 @@ class OpenAIEngine:
             truncated = choice.get("finish_reason") == "length" or time.monotonic() - started > time_limit_s
             results.append(Generation(text.strip(), tokens, truncated))
         return results
-
-
-def flop_per_token(parameters: int) -> float:
-    """Forward-pass FLOP per token: 2 x parameters (the usual dense approximation)."""
-    return 2.0 * parameters
-
-
-def mfu(parameters: int, tokens: int, seconds: float, peak_flops: float) -> float:
-    if seconds <= 0 or peak_flops <= 0 or math.isnan(peak_flops):
-        return 0.0
-    return flop_per_token(parameters) * tokens / seconds / peak_flops

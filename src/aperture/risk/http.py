@@ -38,19 +38,7 @@ def build_router(services: Services) -> APIRouter:
     @router.get("/assessment/suites", summary="The evaluation suites and what each measures")
     def list_suites(caller: Caller = Depends(caller_of)) -> list[dict[str, Any]]:
         require_authenticated(caller)
-        return [
-            {
-                "name": s.name,
-                "kind": s.kind.value,
-                "title": s.title,
-                "metric": s.metric,
-                "domain": s.domain.value if s.domain else None,
-                "safeguard": s.safeguard.value if s.safeguard else None,
-                "files": list(s.files),
-                "caveat": s.caveat,
-            }
-            for s in SUITES.values()
-        ]
+        return [suite.to_dict() for suite in SUITES.values()]
 
     @router.get(
         "/models/{name}/versions/{version}/risk-profile",

@@ -14,6 +14,21 @@ RUBRIC_FILE = "strongreject/judge_rubric.txt"
 JUDGE_HINT = "use `rules`, `model:/path/to/hf-model-dir` or `openai:http://host:port/v1#model-name`"
 
 
+def parse_openai_spec(spec: str, what: str, hint: str) -> tuple[str, str]:
+    """`openai:<base url>#<model>` -> (base url, model), or a clear error."""
+    url, _, model = spec.removeprefix("openai:").partition("#")
+    if not spec.startswith("openai:") or not url.startswith(("http://", "https://")) or not model:
+        raise InvalidInput(f"{what} {spec!r} is not understood: it needs an http(s) URL and '#model'", hint=hint)
+    return url, model
+
+
+ENGINE_HINT = "use `local` (the version's weights here) or `openai:http://host:port/v1#served-model-name`"
+
+
+def openai_engine(spec: str) -> OpenAIEngine:
+    return OpenAIEngine(*parse_openai_spec(spec, "engine", ENGINE_HINT))
+
+
 def transformers_engine_provider(batch_tokens: int, threads: int) -> Callable[[Path, str], Engine]:
     def provide(model_dir: Path, model_digest: str) -> Engine:
         return TransformersEngine(
@@ -40,9 +55,7 @@ def judge_provider(data: DataDirectory, engine_provider: Callable[[Path, str], E
                 raise InvalidInput(f"judge model directory {target} has no config.json", hint=JUDGE_HINT)
             return RubricJudge(engine_provider(directory, "judge"), rubric, directory.name)
         if kind == "openai":
-            url, _, model = target.partition("#")
-            if not model:
-                raise InvalidInput(f"judge {spec!r} names no model after '#'", hint=JUDGE_HINT)
+            url, model = parse_openai_spec(spec, "judge", JUDGE_HINT)
             return RubricJudge(OpenAIEngine(url, model), rubric, model)
         raise InvalidInput(f"judge kind {kind!r} is not known", hint=JUDGE_HINT)
 
@@ -50,14 +63,8 @@ def judge_provider(data: DataDirectory, engine_provider: Callable[[Path, str], E
 
 
 def validate_engine_spec(spec: str) -> None:
-    if spec == "local":
-        return
-    url, _, model = spec.removeprefix("openai:").partition("#")
-    if not spec.startswith("openai:") or not url.startswith(("http://", "https://")) or not model:
-        raise InvalidInput(
-            f"engine {spec!r} is not understood",
-            hint="use `local` (the version's weights here) or `openai:http://host:port/v1#served-model-name`",
-        )
+    if spec != "local":
+        parse_openai_spec(spec, "engine", ENGINE_HINT)
 
 
 def validate_judge_spec(spec: str) -> None:
@@ -69,5 +76,5 @@ def validate_judge_spec(spec: str) -> None:
         raise InvalidInput(f"judge {spec!r} is not understood", hint=JUDGE_HINT)
     if kind == "model" and not (Path(target) / "config.json").is_file():
         raise InvalidInput(f"judge model directory {target} has no config.json", hint=JUDGE_HINT)
-    if kind == "openai" and (not target.startswith(("http://", "https://")) or "#" not in target):
-        raise InvalidInput(f"judge {spec!r} needs an http(s) URL and '#model'", hint=JUDGE_HINT)
+    if kind == "openai":
+        parse_openai_spec(spec, "judge", JUDGE_HINT)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 from aperture.risk.domain import (
@@ -179,7 +178,3 @@ def score_chunk(
             )
         )
     return results
-
-
-class EngineFactory(Protocol):
-    def __call__(self, model_dir: Path, model_digest: str) -> Engine: ...

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from sqlalchemy import Connection
+
 from aperture.access.domain import ANONYMOUS, SYSTEM, Caller, Role
 from aperture.audit.service import AuditLog
 from aperture.core.clock import Clock
@@ -29,6 +31,7 @@ from aperture.registry.service import RegistryService
 from aperture.risk import store
 from aperture.risk.datasets import DataDirectory
 from aperture.risk.domain import (
+    JAILBREAK_SET_VERSION,
     MAX_LOG_JSON_BYTES,
     Estimate,
     Evidence,
@@ -39,6 +42,7 @@ from aperture.risk.domain import (
     RiskDomain,
     Safeguard,
     Suite,
+    SuiteKind,
     build_profile,
     estimate,
     find_suite,
@@ -49,7 +53,7 @@ from aperture.risk.domain import (
     summarise,
 )
 from aperture.risk.engine import Engine
-from aperture.risk.providers import validate_engine_spec, validate_judge_spec
+from aperture.risk.providers import openai_engine, validate_engine_spec, validate_judge_spec
 from aperture.risk.scoring import GenerationSettings, Judge, expand_items, order_for_batching, score_chunk
 from aperture.vault.service import VaultService
 
@@ -174,11 +178,6 @@ class RiskService:
 
     # --- suite runs ---------------------------------------------------------------------
 
-    def suites(self) -> list[Suite]:
-        from aperture.risk.domain import SUITES
-
-        return list(SUITES.values())
-
     def run_suite(
         self,
         caller: Caller,
@@ -199,7 +198,7 @@ class RiskService:
         chosen = expand_items(suite, sample_items(items, options.limit, options.seed))
         ordered = order_for_batching(chosen)
         chunk_items = (
-            options.chunk_items or CHUNK_ITEMS["knowledge" if suite.kind.value == "knowledge" else "generative"]
+            options.chunk_items or CHUNK_ITEMS["knowledge" if suite.kind is SuiteKind.KNOWLEDGE else "generative"]
         )
         inputs = {
             "suite": suite.name,
@@ -217,9 +216,7 @@ class RiskService:
             "judge": options.judge,
             "engine_spec": options.engine,
         }
-        if suite.kind.value == "jailbreak":
-            from aperture.risk.domain import JAILBREAK_SET_VERSION
-
+        if suite.kind is SuiteKind.JAILBREAK:
             inputs["template_set"] = JAILBREAK_SET_VERSION
         run_id = new_id()
         with self.database.transaction() as connection:
@@ -338,12 +335,7 @@ class RiskService:
         judge_spec: str,
     ) -> Iterator[tuple[int, list[ItemResult]]]:
         engine = self.engine_provider(model_dir, version.manifest_digest)
-        judge = self.judge_provider(judge_spec)
-        try:
-            for number, chunk in chunks:
-                yield number, score_chunk(engine, suite, chunk, generation, judge)
-        finally:
-            engine.close()
+        return self._score_chunks(engine, suite, chunks, generation, judge_spec)
 
     def _remote_runner(
         self,
@@ -355,10 +347,16 @@ class RiskService:
     ) -> Iterator[tuple[int, list[ItemResult]]]:
         """A served copy of the weights (vLLM or another OpenAI-compatible server): the digest it
         serves is the operator's assertion, recorded as such in the evidence."""
-        from aperture.risk.engine import OpenAIEngine
+        return self._score_chunks(openai_engine(engine_spec), suite, chunks, generation, judge_spec)
 
-        url, _, model = engine_spec.removeprefix("openai:").partition("#")
-        engine = OpenAIEngine(url, model)
+    def _score_chunks(
+        self,
+        engine: Engine,
+        suite: Suite,
+        chunks: Sequence[tuple[int, list[Item]]],
+        generation: GenerationSettings,
+        judge_spec: str,
+    ) -> Iterator[tuple[int, list[ItemResult]]]:
         judge = self.judge_provider(judge_spec)
         try:
             for number, chunk in chunks:
@@ -399,25 +397,39 @@ class RiskService:
             author=caller.actor,
         )
         with self.database.transaction() as connection:
-            store.insert_evidence(connection, evidence)
             store.finish_run(connection, run_id, "completed", now, error=None, evidence_id=evidence.id)
-            profile_version = self._new_profile(connection, version)
-            self.audit.append(
-                connection,
-                actor=caller.actor,
-                action="risk.run.completed",
-                resource=f"model:{version.reference}",
-                details={
-                    "run": run_id,
-                    "suite": suite.name,
-                    "evidence": evidence.id,
-                    "headline": describe_estimate(headline),
-                    "profile_version": profile_version,
-                },
-            )
+            details = {
+                "run": run_id,
+                "suite": suite.name,
+                "evidence": evidence.id,
+                "headline": describe_estimate(headline),
+            }
+            profile_version = self._add_evidence(connection, caller, version, [evidence], "risk.run.completed", details)
         return RunOutcome(run_id, suite.name, "completed", len(results), resumed, evidence, profile_version)
 
-    def _new_profile(self, connection: Any, version: ModelVersion) -> int:
+    def _add_evidence(
+        self,
+        connection: Connection,
+        caller: Caller,
+        version: ModelVersion,
+        items: Sequence[Evidence],
+        action: str,
+        details: dict[str, Any],
+    ) -> int:
+        """Store evidence, build the profile version it starts and log both, in the caller's transaction."""
+        for item in items:
+            store.insert_evidence(connection, item)
+        profile_version = self._new_profile(connection, version)
+        self.audit.append(
+            connection,
+            actor=caller.actor,
+            action=action,
+            resource=f"model:{version.reference}",
+            details={**details, "profile_version": profile_version},
+        )
+        return profile_version
+
+    def _new_profile(self, connection: Connection, version: ModelVersion) -> int:
         evidence = store.list_evidence(connection, version.id)
         number = store.next_profile_version(connection, version.id)
         profile = build_profile(version.id, version.reference, number, self.clock.now(), evidence)
@@ -429,16 +441,8 @@ class RiskService:
     def record_evidence(self, caller: Caller, version: ModelVersion, evidence: Evidence, action: str) -> int:
         """Store one evidence item (a tamper grid, say) and the profile version it starts."""
         with self.database.transaction() as connection:
-            store.insert_evidence(connection, evidence)
-            profile_version = self._new_profile(connection, version)
-            self.audit.append(
-                connection,
-                actor=caller.actor,
-                action=action,
-                resource=f"model:{version.reference}",
-                details={"evidence": evidence.id, "title": evidence.title, "profile_version": profile_version},
-            )
-        return profile_version
+            details = {"evidence": evidence.id, "title": evidence.title}
+            return self._add_evidence(connection, caller, version, [evidence], action, details)
 
     def import_log(
         self, caller: Caller, reference: str, data: bytes, filename: str, *, override_reason: str | None = None
@@ -506,23 +510,14 @@ class RiskService:
                 f"{filename} reports no task Aperture can map to a risk domain (tasks: {', '.join(tasks)})",
                 hint="known tasks include wmdp_bio, wmdp_chem, wmdp_cyber, strong_reject, xstest, harmbench",
             )
+        details = {
+            "file_sha256": digest,
+            "format": parsed.format,
+            "evidence": [i.id for i in items],
+            "override_reason": override_reason,
+        }
         with self.database.transaction() as connection:
-            for item in items:
-                store.insert_evidence(connection, item)
-            profile_version = self._new_profile(connection, version)
-            self.audit.append(
-                connection,
-                actor=caller.actor,
-                action="risk.evidence.imported",
-                resource=f"model:{version.reference}",
-                details={
-                    "file_sha256": digest,
-                    "format": parsed.format,
-                    "evidence": [i.id for i in items],
-                    "override_reason": override_reason,
-                    "profile_version": profile_version,
-                },
-            )
+            profile_version = self._add_evidence(connection, caller, version, items, "risk.evidence.imported", details)
         return items, profile_version
 
     def add_finding(
@@ -579,14 +574,9 @@ class RiskService:
             with self.vault.committing(blobs), self.database.transaction() as connection:
                 if blobs:
                     self.vault.reference(connection, f"finding:{evidence_id}", blobs, evidence.created_at)
-                store.insert_evidence(connection, evidence)
-                profile_version = self._new_profile(connection, version)
-                self.audit.append(
-                    connection,
-                    actor=caller.actor,
-                    action="risk.finding.attached",
-                    resource=f"model:{version.reference}",
-                    details={"evidence": evidence.id, "title": evidence.title, "attachment": provenance or None},
+                details = {"evidence": evidence.id, "title": evidence.title, "attachment": provenance or None}
+                profile_version = self._add_evidence(
+                    connection, caller, version, [evidence], "risk.finding.attached", details
                 )
         return evidence, profile_version
 

@@ -15,7 +15,6 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    delete,
     func,
     select,
     update,
@@ -157,10 +156,6 @@ def mark_running(connection: Connection, run_id: str) -> None:
     connection.execute(update(risk_runs).where(risk_runs.c.id == run_id).values(status="running", error=None))
 
 
-def discard_chunks(connection: Connection, run_id: str) -> None:
-    connection.execute(delete(risk_run_chunks).where(risk_run_chunks.c.run_id == run_id))
-
-
 # --- evidence -------------------------------------------------------------------------
 
 
@@ -190,11 +185,6 @@ def list_evidence(connection: Connection, model_version_id: str) -> list[Evidenc
         .order_by(risk_evidence.c.created_at, risk_evidence.c.id)
     ).mappings()
     return [_evidence(row) for row in rows]
-
-
-def load_evidence(connection: Connection, evidence_id: str) -> Evidence | None:
-    row = connection.execute(select(risk_evidence).where(risk_evidence.c.id == evidence_id)).mappings().first()
-    return _evidence(row) if row is not None else None
 
 
 def _evidence(row: Any) -> Evidence:

@@ -83,6 +83,11 @@ class SourceFile:
     mtime_ns: int
     label: str  # how to name it in messages (its path inside the model)
 
+    @classmethod
+    def planned(cls, path: Path, info: os.stat_result, label: str) -> SourceFile:
+        """The file as `info` (its stat) saw it, so a change before it is stored is noticed."""
+        return cls(path, info.st_size, info.st_dev, info.st_ino, info.st_mtime_ns, label)
+
 
 @dataclass(frozen=True, slots=True)
 class StoredBlob:

@@ -196,8 +196,7 @@ class VaultService:
 
     def source_file(self, path: Path, label: str) -> SourceFile:
         """Plan to store one local file (an attachment)."""
-        info = path.stat()
-        return SourceFile(path, info.st_size, info.st_dev, info.st_ino, info.st_mtime_ns, label)
+        return SourceFile.planned(path, path.stat(), label)
 
     def require_blob(self, digest: str, label: str) -> None:
         if not self.artifacts.has(digest):
