@@ -15,6 +15,7 @@ from aperture.core import db
 from aperture.core.clock import Clock, SystemClock
 from aperture.core.errors import Conflict, NotInitialised
 from aperture.registry.service import RegistryService
+from aperture.release.service import ReleaseService
 from aperture.risk.datasets import DataDirectory
 from aperture.risk.providers import judge_provider, transformers_engine_provider
 from aperture.risk.service import ChunkRunner, RiskService
@@ -38,6 +39,7 @@ class Services:
     registry: RegistryService
     risk: RiskService
     security: SecurityService
+    release: ReleaseService
     _keys: InstanceKeys | None = field(default=None, repr=False)
 
     @cached_property
@@ -102,6 +104,7 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
         registry=registry,
         risk=risk,
         security=security,
+        release=ReleaseService(database, audit, clock, registry),
     )
     return services
 
