@@ -15,7 +15,7 @@ from aperture.core import db
 from aperture.core.clock import Clock, SystemClock
 from aperture.core.errors import Conflict, NotInitialised
 from aperture.registry.service import RegistryService
-from aperture.release.service import ReleaseService
+from aperture.release.service import ReleaseService, board_rules
 from aperture.risk.datasets import DataDirectory
 from aperture.risk.providers import judge_provider, transformers_engine_provider
 from aperture.risk.service import ChunkRunner, RiskService
@@ -104,7 +104,7 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
         registry=registry,
         risk=risk,
         security=security,
-        release=ReleaseService(database, audit, clock, registry),
+        release=ReleaseService(database, audit, clock, registry, risk, access, board_rules(settings)),
     )
     return services
 
@@ -155,6 +155,7 @@ def init_instance(services: Services) -> IssuedKey:
             resource="instance",
             details={"signing_key_id": keys.key_id, "artifact_key_id": keys.artifact_key_id},
         )
+    services.release.adopt_policy(SYSTEM, services.release.shipped_policy_text(), "the shipped default policy")
     marker = {"schema_version": 1, "signing_key_id": keys.key_id, "artifact_key_id": keys.artifact_key_id}
     (settings.home / MARKER).write_text(json.dumps(marker) + "\n", encoding="utf-8")
     return issued

@@ -62,6 +62,19 @@ class Settings(BaseSettings):
         default=5, ge=1, description="Downloads in a day a person may always make before the baseline rule applies."
     )
 
+    release_quorum: int = Field(default=2, ge=1, description="Board approvals a reversible release decision needs.")
+    release_open_quorum: int = Field(
+        default=3, ge=1, description="Board approvals opening weights needs (irreversible: higher than the quorum)."
+    )
+    release_cooling_off_days: float = Field(
+        default=14,
+        ge=0,
+        description="Days an approved opening of weights waits, open to challenge, before it is carried out.",
+    )
+    release_stage_grace_days: float = Field(
+        default=30, ge=0, description="Days after a release stage's date before it is shown as overdue and blocked."
+    )
+
     @field_validator("home", mode="after")
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:

@@ -26,7 +26,7 @@ def test_controls_follow_the_tier() -> None:
     assert not controls(Tier.HOSTED).weights_leave_institution and controls(Tier.HOSTED).gateway_may_serve
     assert not controls(Tier.SECURED).gateway_may_serve
     assert controls(Tier.SECURED).minimum_security_level is SecurityLevel.SL4
-    assert controls(Tier.LICENSED).minimum_security_level >= SecurityLevel.SL3
+    assert controls(Tier.LICENSED).minimum_security_level >= SecurityLevel.SL2
 
 
 def test_parse_names_the_choices() -> None:

@@ -162,6 +162,17 @@ class RegistryService:
         """`name:version` -> the version."""
         return self.get_version(*parse_reference(reference), caller=caller)
 
+    def version_by_id(self, version_id: str, caller: Caller = SYSTEM) -> ModelVersion:
+        with self.database.read() as connection:
+            found = store.load_version_by_id(connection, version_id)
+        if found is None or not self._can_view(caller, found.id):
+            raise NotFound(f"no model version with id {version_id}", hint="`aperture models list` shows the models")
+        return found
+
+    def log_name(self, record: ModelVersion) -> str:
+        """How the public log names a version (the release area logs by the same rule)."""
+        return self._log_name(record)
+
     def _log_name(self, record: ModelVersion) -> str:
         """How the public log names a version: by name in the lower tier, by opaque id above."""
         found = self.classification(record)

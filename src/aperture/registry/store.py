@@ -235,6 +235,13 @@ def load_version(connection: Connection, name: str, version: str) -> ModelVersio
     return _version(row, _files(connection, [row["id"]])[row["id"]])
 
 
+def load_version_by_id(connection: Connection, version_id: str) -> ModelVersion | None:
+    row = connection.execute(_version_query().where(registry_versions.c.id == version_id)).mappings().first()
+    if row is None:
+        return None
+    return _version(row, _files(connection, [row["id"]])[row["id"]])
+
+
 def load_model(connection: Connection, name: str) -> Model | None:
     model = connection.execute(select(registry_models).where(registry_models.c.name == name)).mappings().first()
     if model is None:

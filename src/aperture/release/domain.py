@@ -75,12 +75,13 @@ class TierControls:
         }
 
 
-# Minimum storage levels follow RAND's SL ladder (SL3+ is the upper tier): public weights need no
-# protection beyond integrity; weights that must not leak need at least SL3; internal research SL4.
+# Minimum storage levels follow RAND's SL ladder: public weights need no protection beyond
+# integrity; weights that must not leak (licensed, hosted) at least SL2, and the upper tier (SL3+)
+# where capability calls for it (a policy's level caps decide that); internal research SL4.
 CONTROLS: dict[Tier, TierControls] = {
     Tier.OPEN: TierControls(Tier.OPEN, SecurityLevel.SL1, WeightHolders.ANYONE, True, True, True, False),
-    Tier.LICENSED: TierControls(Tier.LICENSED, SecurityLevel.SL3, WeightHolders.LICENSEES, True, True, True, True),
-    Tier.HOSTED: TierControls(Tier.HOSTED, SecurityLevel.SL3, WeightHolders.STAFF, True, False, False, True),
+    Tier.LICENSED: TierControls(Tier.LICENSED, SecurityLevel.SL2, WeightHolders.LICENSEES, True, True, True, True),
+    Tier.HOSTED: TierControls(Tier.HOSTED, SecurityLevel.SL2, WeightHolders.STAFF, True, False, False, True),
     Tier.SECURED: TierControls(Tier.SECURED, SecurityLevel.SL4, WeightHolders.PROGRAMME, False, False, False, True),
 }
 

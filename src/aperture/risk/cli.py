@@ -235,6 +235,9 @@ def finding(
     domain: RiskDomain | None = typer.Option(None, "--domain", help="Risk domain."),
     safeguard: Safeguard | None = typer.Option(None, "--safeguard", help="Safeguard concerned."),
     attachment: Path | None = typer.Option(None, "--attachment", help="The report file (stored by content)."),
+    level: str | None = typer.Option(
+        None, "--level", help="Capability level the finding establishes: low, notable, elevated or critical."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Attach a manual expert finding (e.g. a red-team report) as evidence."""
@@ -249,6 +252,7 @@ def finding(
         domain=domain,
         safeguard=safeguard,
         attachment=attachment,
+        level=level,
     )
     if as_json:
         print_json({"evidence": evidence.to_dict(), "profile_version": profile_version})

@@ -93,6 +93,7 @@ def build_router(services: Services) -> APIRouter:
         domain: RiskDomain | None = Form(None),
         safeguard: Safeguard | None = Form(None),
         attachment: UploadFile | None = File(None),
+        level: str | None = Form(None),
         caller: Caller = Depends(caller_of),
     ) -> dict[str, Any]:
         require_authenticated(caller)
@@ -113,6 +114,7 @@ def build_router(services: Services) -> APIRouter:
                 domain=domain,
                 safeguard=safeguard,
                 attachment=path,
+                level=level,
             )
         return {"evidence": evidence.to_dict(), "profile_version": profile_version}
 

@@ -531,6 +531,7 @@ class RiskService:
         domain: RiskDomain | None = None,
         safeguard: Safeguard | None = None,
         attachment: Path | None = None,
+        level: str | None = None,
     ) -> tuple[Evidence, int]:
         """A manual expert finding (a red-team report): no number, an author, an optional attachment.
 
@@ -542,6 +543,8 @@ class RiskService:
             raise InvalidInput("a finding needs a title and an author", hint="pass --title and --author")
         if domain is None and safeguard is None:
             raise InvalidInput("a finding needs a risk domain or a safeguard", hint="pass --domain or --safeguard")
+        if level is not None and level not in FINDING_LEVELS:
+            raise InvalidInput(f"unknown finding level {level!r}", hint=f"use one of: {', '.join(FINDING_LEVELS)}")
         version = self.registry.find_version(reference, caller)
         evidence_id = new_id()
         provenance: dict[str, Any] = {}
@@ -567,7 +570,7 @@ class RiskService:
                 domain=domain,
                 safeguard=safeguard,
                 headline=None,
-                summary={"text": summary},
+                summary={"text": summary} | ({"level": level} if level else {}),
                 provenance=provenance,
                 author=author.strip(),
             )
@@ -615,6 +618,10 @@ class RiskService:
         self.registry.find_version(run["inputs"]["model"], caller)  # not-found for a version the caller may not see
         run["results"] = [r.to_dict() for n in sorted(chunks) for r in chunks[n]]
         return run
+
+
+# The capability levels a release policy reads from an expert finding (an uplift study, a red team).
+FINDING_LEVELS = ("low", "notable", "elevated", "critical")
 
 
 def describe_estimate(value: Estimate) -> str:
