@@ -20,7 +20,7 @@ from markupsafe import Markup, escape
 
 from aperture import __version__
 from aperture.access.domain import Action, Caller
-from aperture.core.errors import ApertureError
+from aperture.core.errors import ApertureError, NotFound
 from aperture.vault.keys import load_or_create_secret
 from aperture.web.charts import BudgetSeries, IntervalRow, ReferenceLine, budget_chart, interval_chart
 from aperture.web.sessions import Sessions, check_csrf, replace_session, session, viewer
@@ -310,6 +310,53 @@ def mount(app: FastAPI, services: Services) -> None:
         found = services.registry.get_version(name, version, viewer_caller)
         profile = services.risk.profile(found.reference, profile_version, viewer_caller)
         return render(request, "risk.html", "models", v=found, profile=profile, charts=risk_charts(profile))
+
+    @app.get("/registry", response_class=HTMLResponse, include_in_schema=False)
+    def registry_page(request: Request) -> HTMLResponse:
+        entries = services.release.public_registry()
+        return render(request, "registry.html", "registry", entries=entries, policy=services.release.active_policy())
+
+    @app.get("/registry/{name}/{version}", response_class=HTMLResponse, include_in_schema=False)
+    def release_page(request: Request, name: str, version: str) -> HTMLResponse:
+        entry = next((e for e in services.release.public_registry() if e["model"] == f"{name}:{version}"), None)
+        if entry is None:
+            raise NotFound(f"no public entry for {name}:{version}", hint="see the public registry at /registry")
+        timeline = services.release.timeline(f"{name}:{version}")
+        return render(
+            request,
+            "release.html",
+            "registry",
+            entry=entry,
+            model_name=name,
+            model_version=version,
+            controls=entry.get("controls"),
+            timeline=timeline,
+        )
+
+    @app.get("/release", response_class=HTMLResponse, include_in_schema=False)
+    def board_page(request: Request) -> Response:
+        caller = me(request)
+        if not caller.session:
+            return back("/login?next=/release")
+        proposals = [services.release.proposal(p["id"]) for p in services.release.proposals(caller=caller)]
+        rules = services.release.rules
+        return render(
+            request,
+            "board.html",
+            "release",
+            proposals=proposals,
+            member=caller.principal in services.release.board(),
+            open_quorum=rules.open_quorum,
+            cooling_days=f"{rules.cooling_off.total_seconds() / 86400:g}",
+        )
+
+    @app.post("/release/proposals/{proposal_id}/vote", include_in_schema=False)
+    def vote_form(
+        request: Request, proposal_id: str, approve: str = Form(...), reason: str = Form(""), csrf: str = Form("")
+    ) -> Response:
+        check_csrf(request, csrf)
+        services.release.vote(me(request), proposal_id, approve == "yes", reason)
+        return back("/release")
 
     @app.get("/audit", response_class=HTMLResponse, include_in_schema=False)
     def audit_page(request: Request, before: int | None = None, limit: int = 50) -> HTMLResponse:
