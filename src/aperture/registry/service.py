@@ -566,6 +566,8 @@ class RegistryService:
                 BUNDLED_NAME,
                 version,
                 licence="Apache-2.0",
+                # 6 x 135M parameters x 2T training tokens (the upstream model card's token count).
+                training_flop="1.6e21",
                 modalities=["text"],
                 base_model=BUNDLED_UPSTREAM,
                 base_licence="Apache-2.0",

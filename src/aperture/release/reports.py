@@ -18,6 +18,8 @@ from typing import Any
 import yaml
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from aperture.core.errors import Unavailable
+
 FORMATS = ("md", "html", "json", "pdf")
 NOT_AVAILABLE = "not available from the registry: to be completed by the provider"
 
@@ -246,7 +248,10 @@ def chromium() -> str:
             return found
     if Path("/usr/bin/chromium").exists():
         return "/usr/bin/chromium"
-    raise FileNotFoundError("PDF export prints the HTML report with headless Chromium; install chromium")
+    raise Unavailable(
+        "PDF export prints the HTML report with headless Chromium, which is not installed",
+        hint="install chromium (apt-get install chromium), or export html and print it",
+    )
 
 
 def html_to_pdf(html: str, timeout_s: float = 60.0) -> bytes:
@@ -263,7 +268,10 @@ def html_to_pdf(html: str, timeout_s: float = 60.0) -> bytes:
             f"--print-to-pdf={target}",
             source.as_uri(),
         ]
-        subprocess.run(command, check=True, capture_output=True, timeout=timeout_s)
+        try:
+            subprocess.run(command, check=True, capture_output=True, timeout=timeout_s)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as error:
+            raise Unavailable(f"Chromium could not print the report ({error})", hint="export html instead") from None
         return target.read_bytes()
 
 

@@ -955,6 +955,15 @@ class ReleaseService:
         proposal = None
         if tier_row is not None:
             proposal = self.proposal(tier_row["decision_id"]) if tier_row["decision_id"] != "test-decision" else None
+        else:
+            # A decision made but not yet carried out (an opening in its cooling-off period) is public too.
+            with self._database.read() as connection:
+                pending = [
+                    p
+                    for p in store.list_proposals(connection, version.id)
+                    if p["status"] in ("cooling-off", "challenged")
+                ]
+            proposal = self.proposal(pending[0]["id"]) if pending else None
         entry: dict[str, Any] = {
             "model": version.reference if not redacted else f"upper-tier model {version.id[:8]}",
             "tier": tier_row["tier"] if tier_row else "undecided",
@@ -977,6 +986,9 @@ class ReleaseService:
             record = proposal["record"] or {}
             entry["decision"] = {
                 "proposal": proposal["id"],
+                "tier": proposal["tier"],
+                "status": proposal["status"],
+                "cooling_off_until": proposal["cooling_off_until"],
                 "summary": proposal["decision"]["summary"],
                 "rationale": proposal["rationale"],
                 "levels": proposal["decision"]["levels"],
@@ -984,7 +996,8 @@ class ReleaseService:
                 "obligations": proposal["decision"]["obligations"],
                 "policy": proposal["decision"]["policy"],
                 "votes": [{"approve": v["approve"], "reason": v["reason"]} for v in proposal["votes"]],
-                "dissent": proposal["dissent"],
+                "dissent": [{"reason": d["reason"]} for d in proposal["dissent"]],
+                "policy_allows": proposal["decision"]["tier"],
                 "conflicts_declared": len(proposal["conflicts"]),
                 "decided_at": proposal["decided_at"],
                 "signature": proposal["signature"],

@@ -105,7 +105,7 @@ def _reset_demo_home(home: Path) -> None:
 
 # The demo's quick look: a spread sample of each suite (items per suite), small enough for a few
 # minutes on a laptop CPU; `aperture assess run` without --limit scores everything.
-DEMO_SAMPLES = {"wmdp-bio": 64, "strongreject": 12, "jailbreak": 3, "xstest": 20}
+DEMO_SAMPLES = {"wmdp-bio": 64, "wmdp-chem": 32, "wmdp-cyber": 32, "strongreject": 12, "jailbreak": 3, "xstest": 20}
 DEMO_TAMPER_ITEMS = 8
 
 
@@ -175,30 +175,35 @@ def demo(
         port = chosen
     base_url = f"http://{host}:{port}"
 
-    out_console.rule("1/6  create the instance")
+    out_console.rule("1/7  create the instance")
     issued = init_instance(services)
     out_console.print(f"instance in {home}; signing key {services.keys.key_id}")
 
-    out_console.rule("2/6  import the bundled model (SmolLM2-135M-Instruct)")
+    out_console.rule("2/7  import the bundled model (SmolLM2-135M-Instruct)")
     with BarProgress("storing") as bar:
         version = services.registry.import_bundled(progress=bar).version
     out_console.print(f"registered {version.reference} ({version.parameter_count:,} parameters)")
 
-    out_console.rule("3/6  verify its files and signature")
+    out_console.rule("3/7  verify its files and signature")
     with BarProgress("verifying") as bar:
         report = services.registry.verify_version(version.model_name, version.version, progress=bar)
     out_console.print(f"verified {report.files_checked} files, signature by key {report.signing_key_id}: OK")
 
-    out_console.rule("4/6  security tiers: members, people, a sealed upper-tier version, a canary")
+    out_console.rule("4/7  security tiers: members, people, a sealed upper-tier version, a canary")
     services, people = _demo_security(services, settings)
     head = services.audit.issue_tree_head()
     out_console.print(f"transparency log: {head.tree_size} events, signed tree head issued")
 
     ref = version.reference
-    out_console.rule("5/6  assess its risks (a documented quick sample of each suite)")
+    out_console.rule("5/7  assess its risks (a documented quick sample of each suite)")
     profile_version = _quick_assessment(services, ref)
     risk_url = f"{base_url}/models/{version.model_name}/versions/{version.version}/risk"
     out_console.print(f"risk profile version {profile_version}: {risk_url}", highlight=False)
+
+    out_console.rule("6/7  decide its release: the policy, a proposal, the board's votes")
+    release_url = f"{base_url}/registry/{version.model_name}/{version.version}"
+    proposal = _demo_release(services, ref)
+    out_console.print(f"public page: {release_url}", highlight=False)
 
     bearer = f"-H 'Authorization: Bearer {issued.text}'"
     cli = f"APERTURE_HOME={home} {_command_name()}"
@@ -213,6 +218,9 @@ def demo(
             "model": f"{base_url}/models/{version.model_name}",
             "audit": f"{base_url}/audit",
             "risk": risk_url,
+            "registry": f"{base_url}/registry",
+            "release": release_url,
+            "board": f"{base_url}/release",
             "api_docs": f"{base_url}/api/v1/docs",
             "healthz": f"{base_url}/healthz",
             "metrics": f"{base_url}/metrics",
@@ -226,6 +234,10 @@ def demo(
             f"{cli} assess show {ref}",
             f"{cli} assess run {ref} --suite wmdp-bio",
             f"curl -s {bearer} {base_url}/api/v1/models/{version.model_name}/versions/{version.version}/risk-profile",
+            f"{cli} release decide {ref}",
+            f"{cli} release show {proposal['id']}",
+            f"{cli} release report {ref} --format pdf --output release-report.pdf",
+            f"curl -s {base_url}/api/v1/registry",
             f"{cli} audit verify",
             f"{cli} audit prove 0",
         ],
@@ -234,10 +246,12 @@ def demo(
     info["urls"]["login"] = f"{base_url}/login"
     (home / "demo.json").write_text(json.dumps(info, indent=2) + "\n")
 
-    out_console.rule("6/6  serve")
+    out_console.rule("7/7  serve")
     out_console.print(f"  web UI        {base_url}/")
     out_console.print(f"  models        {base_url}/models/{version.model_name}")
     out_console.print(f"  audit log     {base_url}/audit")
+    out_console.print(f"  registry      {base_url}/registry (public: tiers, reasons, dissent)")
+    out_console.print(f"  release page  {release_url}")
     out_console.print(f"  API docs      {base_url}/api/v1/docs")
     out_console.print("  admin key     ", end="")
     out_console.print(issued.text, soft_wrap=True, highlight=False)
@@ -252,6 +266,42 @@ def demo(
         raise InvalidInput(f"port {port} was taken while preparing", hint="run the demo again")
     out_console.print("\nServing; press Ctrl-C to stop.")
     serve_app(services, host, port)
+
+
+def _demo_release(services: Services, reference: str) -> dict[str, Any]:
+    """The policy decides; Bob (programme director) proposes what it allows; the board votes with reasons."""
+    from aperture.access.domain import Caller
+
+    decision = services.release.evaluate(reference)
+    out_console.print(f"policy: {decision.summary()}", highlight=False)
+    for level in decision.levels:
+        shown = level.to_dict()
+        out_console.print(f"  {shown['domain']:<22} {shown['level']:<10} {shown['reason']}", highlight=False)
+
+    def person(name: str) -> Caller:
+        return Caller(name, services.access.get_principal(name).roles, session=True)
+
+    rationale = (
+        f"The policy allows {decision.tier}: a 135M model, knowledge at chance on the sampled WMDP items; "
+        "proportionate to release as the policy allows."
+    )
+    proposal = services.release.propose(person("bob"), reference, decision.tier, rationale)
+    votes = [
+        ("rhea", True, "Knowledge results at chance and a small model: proportionate."),
+        ("tomas", False, "The samples are small (32-64 items); I would run the full WMDP sets first."),
+        ("ines", True, "Agree; the dissent's point is noted for the next assessment."),
+        ("omar", True, "No domain above low; the obligations are met."),
+    ]
+    for name, approve, reason in votes:
+        if proposal["status"] != "voting":
+            break
+        proposal = services.release.vote(person(name), proposal["id"], approve, reason)
+        out_console.print(f"  {name}: {'approve' if approve else 'reject'} — {reason}", highlight=False)
+    status = proposal["status"]
+    if status == "cooling-off":
+        status += f" until {proposal['cooling_off_until'][:10]} (opening weights is irreversible; it can be challenged)"
+    out_console.print(f"decision: {proposal['tier']} [{status}], signed and in the transparency log", highlight=False)
+    return proposal
 
 
 def _demo_security(services: Any, settings: Any) -> tuple[Any, dict[str, Any]]:
@@ -308,6 +358,10 @@ def _demo_security(services: Any, settings: Any) -> tuple[Any, dict[str, Any]]:
         ),
         "ada": ("Ada Weber", "tu-berlin", SecurityLevel.SL2, Vetting.BASELINE, (Role.RESEARCHER,), ()),
         "yves": ("Yves Park", "ycorp", SecurityLevel.SL4, Vetting.ENHANCED, (Role.RESEARCHER,), ("frontier",)),
+        "rhea": ("Rhea Costa", "institute", SecurityLevel.SL2, Vetting.BASELINE, (Role.RELEASE_BOARD_MEMBER,), ()),
+        "tomas": ("Tomas Berg", "nordlab", SecurityLevel.SL2, Vetting.BASELINE, (Role.RELEASE_BOARD_MEMBER,), ()),
+        "ines": ("Ines Roy", "tu-berlin", SecurityLevel.SL2, Vetting.BASELINE, (Role.RELEASE_BOARD_MEMBER,), ()),
+        "omar": ("Omar Haddad", "institute", SecurityLevel.SL2, Vetting.BASELINE, (Role.RELEASE_BOARD_MEMBER,), ()),
         "carol": ("Carol Dubois", "institute", SecurityLevel.SL1, Vetting.NONE, (Role.KEY_CUSTODIAN,), ()),
         "dave": ("Dave Nilsen", "nordlab", SecurityLevel.SL1, Vetting.NONE, (Role.KEY_CUSTODIAN,), ()),
         "erin": ("Erin Roth", "tu-berlin", SecurityLevel.SL1, Vetting.NONE, (Role.KEY_CUSTODIAN,), ()),

@@ -1,0 +1,71 @@
+"""/registry, /registry/{name}/{version} and /release in a real headless Chromium: the public sees
+tiers, reasons and dissent without signing in; a board member votes through the form."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from aperture.access.domain import SYSTEM
+from aperture.release.domain import Tier
+from aperture.testing.server import running_server
+from aperture.web.app import create_app
+from tests.release.world import Board
+from tests.security.test_pages_browser import sign_in
+from tests.web.test_pages_browser import browser, page, shoot
+
+__all__ = ["browser", "page"]
+
+pytestmark = pytest.mark.browser
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture
+def site(board: Board) -> Iterator[str]:
+    for name in ("ada", "ben", "dora"):
+        board.services.access.set_password(SYSTEM, name, PASSWORD)
+    with running_server(create_app(board.services)) as url:
+        yield url
+
+
+def test_board_votes_in_the_browser_and_the_public_sees_the_decision(site: str, page: Any, board: Board) -> None:
+    board.import_knowledge({"bio": 0.25, "chem": 0.25, "cyber": 0.25})
+    release = board.services.release
+    pid = release.propose(board.director, board.version.reference, Tier.HOSTED, "Hosted first; open after review.")[
+        "id"
+    ]
+    release.vote(board.caller("cy"), pid, False, "Open it now: the evidence is at chance.")
+
+    sign_in(page, site, "ada", next_page="/release")
+    assert page.url.endswith("/release")
+    panel = page.locator(f"[data-proposal='{pid}']")
+    assert "voting" in panel.locator("[data-status]").inner_text()
+    panel.get_by_label("Reason").fill("Start with hosted access; revisit in six months.")
+    with page.expect_navigation():
+        panel.get_by_role("button", name="Approve").click()
+    shoot(page, "release-board")
+    assert "ada: approve" in page.locator(f"[data-proposal='{pid}']").inner_text()
+    assert release.proposal(pid)["votes"][-1]["member"] == "ada"
+    # A second vote by ada through the form is refused on the error page; nothing changes.
+    page.goto(site + "/release")
+    assert page.locator(f"[data-proposal='{pid}'] form").count() == 1
+    page.locator(f"[data-proposal='{pid}']").get_by_label("Reason").fill("again")
+    with page.expect_navigation():
+        page.locator(f"[data-proposal='{pid}']").get_by_role("button", name="Reject").click()
+    assert "already voted" in page.locator(".error").inner_text()
+    assert len(release.proposal(pid)["votes"]) == 2
+
+    release.vote(board.caller("ben"), pid, True, "Agree with hosted first.")
+    anonymous = page.context.browser.new_page()
+    anonymous.goto(site + "/registry")
+    row = anonymous.locator("[data-model='small:1.0']")
+    assert "hosted" in row.inner_text() and "1" in row.locator("td").nth(4).inner_text()
+    shoot(anonymous, "registry")
+    anonymous.goto(site + "/registry/small/1.0")
+    assert anonymous.locator("[data-tier]").inner_text() == "hosted"
+    assert "Open it now" in anonymous.locator("[data-dissent]").inner_text()
+    assert anonymous.locator("[data-levels] tr").count() >= 7
+    shoot(anonymous, "release-page")
+    anonymous.close()
