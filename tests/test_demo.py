@@ -35,7 +35,7 @@ def test_demo_imports_verifies_and_serves_the_bundled_model(tmp_path: Path, bund
         cwd=tmp_path,
     )
     try:
-        info = _wait_until_served(process, home / "demo.json", timeout_s=240)
+        info = _wait_until_served(process, home / "demo.json", timeout_s=480)
         base = info["base_url"]
         assert base == f"http://127.0.0.1:{port}"
         assert [m["ref"] for m in info["models"]] == ["smollm2-135m-instruct:0.1.2"]

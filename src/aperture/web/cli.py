@@ -300,7 +300,7 @@ def _demo_release(services: Services, reference: str) -> dict[str, Any]:
     status = proposal["status"]
     if status == "cooling-off":
         status += f" until {proposal['cooling_off_until'][:10]} (opening weights is irreversible; it can be challenged)"
-    out_console.print(f"decision: {proposal['tier']} [{status}], signed and in the transparency log", highlight=False)
+    out_console.print(f"decision: {proposal['tier']} ({status}); signed and in the transparency log", highlight=False)
     return proposal
 
 
