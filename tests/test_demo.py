@@ -40,7 +40,7 @@ def test_demo_imports_verifies_and_serves_the_bundled_model(tmp_path: Path, bund
         assert base == f"http://127.0.0.1:{port}"
         assert [m["ref"] for m in info["models"]] == ["smollm2-135m-instruct:0.1.2"]
         for name, url in info["urls"].items():
-            response = httpx.get(url, timeout=30)
+            response = httpx.get(url, timeout=30, follow_redirects=True)  # /release sends the public to /login
             assert response.status_code == 200, (name, url, response.text[:300])
         admin = {"Authorization": f"Bearer {info['admin_key']}"}
         assert httpx.get(f"{base}/api/v1/whoami", headers=admin).json()["roles"] == ["administrator"]
