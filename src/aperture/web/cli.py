@@ -43,7 +43,7 @@ def serve(
     host: str | None = typer.Option(None, help="Bind address (default APERTURE_HOST, 127.0.0.1)."),
     port: int | None = typer.Option(None, help="Port (default APERTURE_PORT, 8000)."),
 ) -> None:
-    """Serve the web UI, the API at /api/v1, /healthz and /metrics."""
+    """Serve the web UI, the API at /api/v1, the gateway at /v1, /healthz and /metrics."""
     from aperture.bootstrap import require_initialised
 
     services = state(ctx).services
