@@ -71,7 +71,7 @@ def _mount() -> None:
     from aperture.registry.cli import app as models_app
     from aperture.risk.cli import app as assess_app
     from aperture.security.cli import seal_app, security_app
-    from aperture.web.cli import demo, serve
+    from aperture.web.cli import demo, run_gateway, serve
 
     app.add_typer(keys_app, name="keys")
     app.add_typer(audit_app, name="audit")
@@ -80,6 +80,8 @@ def _mount() -> None:
     app.add_typer(access_app, name="access")
     app.add_typer(seal_app, name="seal")
     app.add_typer(security_app, name="security")
+    # `aperture gateway` alone serves the gateway; its subcommands manage it.
+    gateway_app.callback(invoke_without_command=True)(run_gateway)
     app.add_typer(gateway_app, name="gateway")
     app.command()(serve)
     app.command()(demo)

@@ -22,7 +22,6 @@ from aperture.gateway.domain import BackendKind, GatewayKey, Limits, ScopeKind
 app = typer.Typer(
     help="The inference gateway (OpenAI-compatible /v1): run it alone, or manage keys, backends, "
     "grants, limits, prices, safety policies, usage and alerts.",
-    invoke_without_command=True,
 )
 keys_app = typer.Typer(help="Gateway keys of organisations: issue, list, revoke.", no_args_is_help=True)
 backends_app = typer.Typer(help="Bind model versions to backends: add, list, remove, check.", no_args_is_help=True)
@@ -34,36 +33,6 @@ app.add_typer(backends_app, name="backends")
 app.add_typer(limits_app, name="limits")
 app.add_typer(prices_app, name="prices")
 app.add_typer(policy_app, name="policy")
-
-
-@app.callback()
-@command_errors
-def gateway(
-    ctx: typer.Context,
-    host: str | None = typer.Option(None, help="Bind address (default APERTURE_HOST)."),
-    port: int | None = typer.Option(None, help="Port (default APERTURE_PORT)."),
-) -> None:
-    """Without a subcommand: serve the gateway alone (/v1 and /healthz), for scaling out behind a load balancer."""
-    if ctx.invoked_subcommand is not None:
-        return
-    import uvicorn
-
-    from aperture.core.logging import configure_logging
-    from aperture.gateway.http import create_gateway_app
-
-    services = state(ctx).services
-    require_initialised(services)
-    settings = services.settings
-    bind_host, bind_port = host or settings.host, settings.port if port is None else port
-    configure_logging(settings.log_level, settings.log_format)
-    out_console.print(f"Aperture gateway on http://{bind_host}:{bind_port}/v1")
-    uvicorn.run(
-        create_gateway_app(services),
-        host=bind_host,
-        port=bind_port,
-        log_level=settings.log_level.lower(),
-        access_log=False,
-    )
 
 
 def _services(ctx: typer.Context) -> Any:
@@ -210,7 +179,8 @@ def backends_check(ctx: typer.Context, as_json: bool = typer.Option(False, "--js
 
     async def check() -> list[dict[str, Any]]:
         try:
-            return await services.gateway.check_backends()
+            found: list[dict[str, Any]] = await services.gateway.check_backends()
+            return found
         finally:
             await services.gateway.clients.aclose()
 

@@ -56,6 +56,36 @@ def serve(
     serve_app(services, bind_host, bind_port)
 
 
+@command_errors
+def run_gateway(
+    ctx: typer.Context,
+    host: str | None = typer.Option(None, help="Bind address (default APERTURE_HOST)."),
+    port: int | None = typer.Option(None, help="Port (default APERTURE_PORT)."),
+) -> None:
+    """Without a subcommand: serve the gateway alone (/v1 and /healthz), to scale it out behind a load balancer."""
+    if ctx.invoked_subcommand is not None:
+        return
+    import uvicorn
+
+    from aperture.bootstrap import require_initialised
+    from aperture.core.logging import configure_logging
+    from aperture.gateway.http import create_gateway_app
+
+    services = state(ctx).services
+    require_initialised(services)
+    settings = services.settings
+    bind_host, bind_port = host or settings.host, settings.port if port is None else port
+    configure_logging(settings.log_level, settings.log_format)
+    out_console.print(f"Aperture gateway on http://{bind_host}:{bind_port}/v1")
+    uvicorn.run(
+        create_gateway_app(services),
+        host=bind_host,
+        port=bind_port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+    )
+
+
 def _port_free(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
