@@ -148,6 +148,7 @@ class BatchingEngine:
         self._logits: Any = None
         self.steps = 0
         self.peak_rows = 0
+        self.cancelled = 0  # generations stopped because their client went away
 
     # --- the asyncio side ---------------------------------------------------------------
 
@@ -198,6 +199,7 @@ class BatchingEngine:
                     while self._pending and len(arrivals) < room:
                         arrivals.append(self._pending.popleft())
                 try:
+                    self.cancelled += sum(1 for g in arrivals if g.cancelled)
                     arrivals = [g for g in arrivals if not g.cancelled]
                     if arrivals:
                         self._prefill(arrivals)
@@ -294,6 +296,7 @@ class BatchingEngine:
     def _advance(self, generation: Generation, token: int) -> bool:
         """Take one token; emit what is new; False when the generation is over."""
         if generation.cancelled:
+            self.cancelled += 1
             return False
         sampling = generation.sampling
         finish: str | None = None
