@@ -92,11 +92,16 @@ def _refusal(url: str, status: int, body: bytes) -> ApertureError:
 
 
 class RemoteBackend:
-    def __init__(self, clients: Clients, url: str, remote_model: str, timeout_s: float) -> None:
+    def __init__(
+        self, clients: Clients, url: str, remote_model: str, timeout_s: float, api_key: str | None = None
+    ) -> None:
         self.clients = clients
         self.url = url.rstrip("/")
         self.remote_model = remote_model
         self.timeout_s = timeout_s
+        self.headers = {"content-type": "application/json"}
+        if api_key:
+            self.headers["authorization"] = f"Bearer {api_key}"
 
     async def complete(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         payload = json.dumps({**body, "model": self.remote_model, "stream": False}).encode()
@@ -104,7 +109,7 @@ class RemoteBackend:
             response = await self.clients.get().post(
                 self.url + path,
                 content=payload,
-                headers={"content-type": "application/json"},
+                headers=self.headers,
                 timeout=_timeout(self.timeout_s),
             )
         except httpx.HTTPError as error:
@@ -125,7 +130,7 @@ class RemoteBackend:
             "POST",
             self.url + path,
             content=payload,
-            headers={"content-type": "application/json", "accept": "text/event-stream"},
+            headers={**self.headers, "accept": "text/event-stream"},
             timeout=_timeout(self.timeout_s),
         )
         try:
@@ -155,7 +160,9 @@ class RemoteBackend:
     async def health(self) -> tuple[bool, str]:
         """(healthy, detail): the server lists its models and knows ours."""
         try:
-            response = await self.clients.get().get(self.url + "/models", timeout=_timeout(min(self.timeout_s, 5.0)))
+            response = await self.clients.get().get(
+                self.url + "/models", headers=self.headers, timeout=_timeout(min(self.timeout_s, 5.0))
+            )
         except httpx.HTTPError as error:
             return False, f"{type(error).__name__}: cannot be reached"
         if response.status_code != 200:

@@ -127,13 +127,23 @@ def backends_add(
     url: str | None = typer.Option(None, help="An OpenAI-compatible server's base URL, e.g. http://host:8000/v1."),
     remote_model: str | None = typer.Option(None, help="The model name that server knows (default: the name)."),
     timeout: float = typer.Option(60.0, help="Seconds a request to the server may take (then 504)."),
+    api_key_file: Path | None = typer.Option(None, help="A file holding the server's own API key, if it needs one."),
 ) -> None:
     """Bind a model version to the embedded engine or to a remote server."""
     if embedded == (url is not None):
         raise InvalidInput("give exactly one of --embedded and --url", hint="e.g. --url http://10.0.0.5:8000/v1")
     services = _services(ctx)
     kind = BackendKind.EMBEDDED if embedded else BackendKind.REMOTE
-    backend = services.gateway.bind(SYSTEM, model, kind, url=url, remote_model=remote_model, timeout_s=timeout)
+    api_key = None
+    if api_key_file is not None:
+        if not api_key_file.is_file() or api_key_file.stat().st_size > 4096:
+            raise InvalidInput(
+                f"{api_key_file} is not a readable key file", hint="give a file with the key on one line"
+            )
+        api_key = api_key_file.read_text(encoding="utf-8").strip()
+    backend = services.gateway.bind(
+        SYSTEM, model, kind, url=url, remote_model=remote_model, timeout_s=timeout, api_key=api_key
+    )
     where = "the embedded engine" if backend.url is None else f"{backend.url} as {backend.remote_model}"
     out_console.print(f"{backend.model} is served by {where}", highlight=False)
 

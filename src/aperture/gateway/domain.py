@@ -111,6 +111,7 @@ class Backend:
     timeout_s: float
     bound_at: datetime
     bound_by: str
+    api_key: str | None = field(default=None, repr=False)  # the remote server's own key, if it needs one
 
 
 def check_backend_url(url: str) -> str:

@@ -414,6 +414,7 @@ class GatewayService:
         url: str | None = None,
         remote_model: str | None = None,
         timeout_s: float = 60.0,
+        api_key: str | None = None,
     ) -> Backend:
         self._require(caller)
         version = self.registry.find_version(reference, caller)
@@ -422,7 +423,7 @@ class GatewayService:
                 raise InvalidInput("a remote backend needs a URL", hint="pass --url http://host:port/v1")
             url = check_backend_url(url)
             remote_model = remote_model or version.model_name
-        elif url or remote_model:
+        elif url or remote_model or api_key:
             raise InvalidInput("the embedded engine takes no URL", hint="drop --url and --remote-model")
         elif self.registry.is_sealed(version):
             raise Forbidden(
@@ -432,7 +433,15 @@ class GatewayService:
         if not 0 < timeout_s <= 3600:
             raise InvalidInput("the timeout must be between 0 and 3600 seconds", hint="e.g. --timeout 60")
         backend = Backend(
-            version.reference, version.id, kind, url, remote_model, float(timeout_s), self.clock.now(), caller.actor
+            version.reference,
+            version.id,
+            kind,
+            url,
+            remote_model,
+            float(timeout_s),
+            self.clock.now(),
+            caller.actor,
+            api_key or None,
         )
         with self.database.transaction() as connection:
             store.put_backend(connection, backend)
@@ -849,7 +858,7 @@ class GatewayService:
         text = ""
         prompt_tokens = admitted.prompt_tokens or 0
         completion_tokens = 0
-        counted = blocked = False
+        counted = blocked = failed = False
         try:
             source = self._embedded(admitted) if model.backend.kind is BackendKind.EMBEDDED else self._remote(admitted)
             async for event in source:
@@ -874,10 +883,13 @@ class GatewayService:
                     yield replace(event, prompt_tokens=prompt_tokens)
                     return
                 yield event
+        except ApertureError:
+            failed = True  # the backend failed: what it never answered is not billed
+            raise
         finally:
             if not counted:  # cut short: meter what was generated
                 completion_tokens = self._count(model, text)
-            if not blocked:  # a blocked answer was metered with its block
+            if not blocked and not (failed and not text):  # a blocked answer was metered with its block
                 self.meter.record(
                     UsageRecord(
                         admitted.id,
@@ -889,7 +901,7 @@ class GatewayService:
                         completion_tokens,
                     )
                 )
-            used = prompt_tokens + completion_tokens
+            used = 0 if failed and not text else prompt_tokens + completion_tokens
             refunds = [(bucket, cost - used) for bucket, cost in admitted.charges if bucket.key.startswith("tpm:")]
             if refunds or admitted.quotas:
                 await self.limiter.settle(
@@ -929,7 +941,7 @@ class GatewayService:
         model = admitted.model
         backend = model.backend
         assert backend.url is not None and backend.remote_model is not None
-        remote = RemoteBackend(self.clients, backend.url, backend.remote_model, backend.timeout_s)
+        remote = RemoteBackend(self.clients, backend.url, backend.remote_model, backend.timeout_s, backend.api_key)
         request = admitted.request
         body = {**request.forward, "max_tokens": admitted.max_new_tokens}
         path = "/chat/completions" if request.kind == "chat" else "/completions"
@@ -984,7 +996,9 @@ class GatewayService:
                 healthy, detail = True, "loaded" if backend.model in self._engines else "loads on first request"
             else:
                 assert backend.url is not None
-                remote = RemoteBackend(self.clients, backend.url, backend.remote_model or "", backend.timeout_s)
+                remote = RemoteBackend(
+                    self.clients, backend.url, backend.remote_model or "", backend.timeout_s, backend.api_key
+                )
                 healthy, detail = await remote.health()
             self.health[backend.model] = (healthy, detail, self.clock.now())
             results.append({"model": backend.model, "kind": backend.kind.value, "healthy": healthy, "detail": detail})

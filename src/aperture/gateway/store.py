@@ -63,6 +63,7 @@ gateway_backends = Table(
     Column("timeout_s", Float, nullable=False),
     Column("bound_at", DateTime(timezone=True), nullable=False),
     Column("bound_by", String(200), nullable=False),
+    Column("api_key", String(500), nullable=True),
 )
 
 gateway_grants = Table(
@@ -226,6 +227,7 @@ def put_backend(connection: Connection, backend: Backend) -> None:
             timeout_s=backend.timeout_s,
             bound_at=backend.bound_at,
             bound_by=backend.bound_by,
+            api_key=backend.api_key,
         )
     )
 
@@ -245,6 +247,7 @@ def list_backends(connection: Connection) -> list[Backend]:
             timeout_s=float(row.timeout_s),
             bound_at=_must(row.bound_at),
             bound_by=row.bound_by,
+            api_key=row.api_key,
         )
         for row in connection.execute(select(gateway_backends).order_by(gateway_backends.c.model))
     ]

@@ -43,6 +43,7 @@ def upgrade() -> None:
         sa.Column("timeout_s", sa.Float, nullable=False),
         _moment("bound_at"),
         sa.Column("bound_by", sa.String(200), nullable=False),
+        sa.Column("api_key", sa.String(500), nullable=True),
         sa.PrimaryKeyConstraint("model", name="pk_gateway_backends"),
     )
     op.create_table(
