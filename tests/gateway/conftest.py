@@ -19,6 +19,7 @@ from aperture.release.domain import Tier
 from aperture.testing.release import put_tier
 from aperture.testing.server import running_server
 from aperture.web.app import create_app
+from tests.conftest import Instance
 
 TINY = "tiny-llama:1.0.0"
 
@@ -93,3 +94,9 @@ def served(world: World) -> Iterator[str]:
     """The base URL of the whole app (pages, /api/v1 and /v1) on a real uvicorn."""
     with running_server(create_app(world.services)) as url:
         yield url
+
+
+@pytest.fixture
+def instance_admin(instance: Instance) -> str:
+    """The instance's administrator API key (for the operators' routes under /api/v1/gateway)."""
+    return instance.admin_key

@@ -134,8 +134,3 @@ def test_a_torn_last_line_is_ignored(world: World, settings: Settings) -> None:
     (directory / "dead.log").write_bytes((json.dumps(record.to_json()) + "\n").encode() + b'{"id": "b", "at": "2026-')
     assert world.services.gateway.meter.recover() == 1
     assert world.services.gateway.usage(SYSTEM)[0].requests == 1
-
-
-@pytest.fixture
-def instance_admin(instance: object) -> str:
-    return str(instance.admin_key)  # type: ignore[attr-defined]
