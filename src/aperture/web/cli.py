@@ -205,30 +205,37 @@ def demo(
         port = chosen
     base_url = f"http://{host}:{port}"
 
-    out_console.rule("1/6  create the instance")
+    out_console.rule("1/7  create the instance")
     issued = init_instance(services)
     out_console.print(f"instance in {home}; signing key {services.keys.key_id}")
 
-    out_console.rule("2/6  import the bundled model (SmolLM2-135M-Instruct)")
+    out_console.rule("2/7  import the bundled model (SmolLM2-135M-Instruct)")
     with BarProgress("storing") as bar:
         version = services.registry.import_bundled(progress=bar).version
     out_console.print(f"registered {version.reference} ({version.parameter_count:,} parameters)")
 
-    out_console.rule("3/6  verify its files and signature")
+    out_console.rule("3/7  verify its files and signature")
     with BarProgress("verifying") as bar:
         report = services.registry.verify_version(version.model_name, version.version, progress=bar)
     out_console.print(f"verified {report.files_checked} files, signature by key {report.signing_key_id}: OK")
 
-    out_console.rule("4/6  security tiers: members, people, a sealed upper-tier version, a canary")
+    out_console.rule("4/7  security tiers: members, people, a sealed upper-tier version, a canary")
     services, people = _demo_security(services, settings)
     head = services.audit.issue_tree_head()
     out_console.print(f"transparency log: {head.tree_size} events, signed tree head issued")
 
     ref = version.reference
-    out_console.rule("5/6  assess its risks (a documented quick sample of each suite)")
+    out_console.rule("5/7  assess its risks (a documented quick sample of each suite)")
     profile_version = _quick_assessment(services, ref)
     risk_url = f"{base_url}/models/{version.model_name}/versions/{version.version}/risk"
     out_console.print(f"risk profile version {profile_version}: {risk_url}", highlight=False)
+
+    out_console.rule("6/7  hosted access: the OpenAI-compatible gateway at /v1")
+    gateway = demo_gateway(services, version, base_url, organisation="tu-berlin")
+    out_console.print(
+        f"{ref} is released as hosted and served by the embedded engine; tu-berlin has a gateway key, "
+        "limits and a price"
+    )
 
     bearer = f"-H 'Authorization: Bearer {issued.text}'"
     cli = f"APERTURE_HOME={home} {_command_name()}"
@@ -258,17 +265,24 @@ def demo(
             f"curl -s {bearer} {base_url}/api/v1/models/{version.model_name}/versions/{version.version}/risk-profile",
             f"{cli} audit verify",
             f"{cli} audit prove 0",
+            gateway["curl"],
+            gateway["openai"],
+            f"{cli} gateway usage",
         ],
     }
+    info["gateway"] = gateway
     info["people"] = people
     info["urls"]["login"] = f"{base_url}/login"
     (home / "demo.json").write_text(json.dumps(info, indent=2) + "\n")
 
-    out_console.rule("6/6  serve")
+    out_console.rule("7/7  serve")
     out_console.print(f"  web UI        {base_url}/")
     out_console.print(f"  models        {base_url}/models/{version.model_name}")
     out_console.print(f"  audit log     {base_url}/audit")
     out_console.print(f"  API docs      {base_url}/api/v1/docs")
+    out_console.print(
+        f"  gateway       {base_url}/v1  (OpenAI-compatible; key {gateway['gateway_key']})", highlight=False
+    )
     out_console.print("  admin key     ", end="")
     out_console.print(issued.text, soft_wrap=True, highlight=False)
     out_console.print(f"  sign in       {base_url}/login as alice, bob, sam, carol ... password {DEMO_PASSWORD!r}")
@@ -282,6 +296,52 @@ def demo(
         raise InvalidInput(f"port {port} was taken while preparing", hint="run the demo again")
     out_console.print("\nServing; press Ctrl-C to stop.")
     serve_app(services, host, port)
+
+
+DEMO_PROMPT = "What is the capital of France?"
+
+
+def _python_name() -> str:
+    """The interpreter running this, as the user would type it (relative to the current directory if inside it)."""
+    executable = Path(sys.executable)
+    with contextlib.suppress(ValueError):
+        return str(executable.relative_to(Path.cwd()))
+    return str(executable)
+
+
+def demo_gateway(services: Any, version: Any, base_url: str, *, organisation: str) -> dict[str, str]:
+    """Serve a version through the gateway for the demo: released as hosted (when no decision was
+    taken yet), bound to the embedded engine, priced and limited; one key for `organisation`.
+    Returns the key and a working `curl` and `openai` client example."""
+    from aperture.access.domain import SYSTEM
+    from aperture.gateway.domain import BackendKind, Limits, ScopeKind
+    from aperture.release.domain import Tier
+
+    ref = version.reference
+    if services.release.tier_of(version.model_name, version.version) is None:
+        services.release.take_effect(version, Tier.HOSTED, "demo-release", actor=SYSTEM.actor)
+    services.gateway.bind(SYSTEM, ref, BackendKind.EMBEDDED)
+    services.gateway.set_price(SYSTEM, ref, 0.10, 0.30)
+    services.gateway.set_limits(
+        SYSTEM,
+        ScopeKind.ORGANISATION,
+        organisation,
+        Limits(requests_per_minute=600, tokens_per_minute=200_000, monthly_tokens=10_000_000, max_tokens=512),
+    )
+    key = services.gateway.issue_key(SYSTEM, organisation=organisation, name="demo").text
+    body = json.dumps({"model": ref, "messages": [{"role": "user", "content": DEMO_PROMPT}], "max_tokens": 32})
+    curl = (
+        f"curl -s {base_url}/v1/chat/completions -H 'Authorization: Bearer {key}' "
+        f"-H 'Content-Type: application/json' -d '{body}'"
+    )
+    program = (
+        "from openai import OpenAI; "
+        f"client = OpenAI(base_url='{base_url}/v1', api_key='{key}'); "
+        f"answer = client.chat.completions.create(model='{ref}', "
+        f"messages=[{{'role': 'user', 'content': '{DEMO_PROMPT}'}}], max_tokens=32); "
+        "print(answer.choices[0].message.content)"
+    )
+    return {"gateway_key": key, "model": ref, "curl": curl, "openai": f'{_python_name()} -c "{program}"'}
 
 
 def _demo_security(services: Any, settings: Any) -> tuple[Any, dict[str, Any]]:
