@@ -49,10 +49,11 @@ def test_demo_imports_verifies_and_serves_the_bundled_model(tmp_path: Path, bund
         assert version["parameter_count"] == 134_515_008
         # The release step: a decision with its dissent, public without a key, with its report.
         entry = next(e for e in httpx.get(f"{base}/api/v1/registry").json() if e["model"] == ref["ref"])
-        assert entry["decision"]["tier"] == "open" and entry["decision"]["status"] == "cooling-off"
+        assert entry["tier"] == "hosted" and entry["decision"]["status"] == "effective"
+        assert entry["decision"]["policy_allows"] == "open"
         assert entry["decision"]["dissent"] and entry["decision"]["signature"]
         page = httpx.get(info["urls"]["release"]).text
-        assert "Dissent" in page and "cooling-off period" in page
+        assert "Dissent" in page and "Release plan" in page and "six months hosted" in page
         report = httpx.get(f"{base}/api/v1/registry/{ref['name']}/{ref['version']}/report.md").text
         assert "## 7.2 Reasons for proceeding" in report and "EU Model Documentation Form" in report
         events = httpx.get(f"{base}/api/v1/audit/events").json()["events"]

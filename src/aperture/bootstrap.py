@@ -14,6 +14,8 @@ from aperture.audit.service import AuditLog
 from aperture.core import db
 from aperture.core.clock import Clock, SystemClock
 from aperture.core.errors import Conflict, NotInitialised
+from aperture.gateway.limits import Limiter, LocalLimiter, RedisLimiter
+from aperture.gateway.service import GatewayConfig, GatewayService
 from aperture.registry.service import RegistryService
 from aperture.release.service import ReleaseService, board_rules
 from aperture.risk.datasets import DataDirectory
@@ -40,6 +42,7 @@ class Services:
     risk: RiskService
     security: SecurityService
     release: ReleaseService
+    gateway: GatewayService
     _keys: InstanceKeys | None = field(default=None, repr=False)
 
     @cached_property
@@ -47,6 +50,7 @@ class Services:
         return self._keys or load_instance_keys(self.settings.keys_dir)
 
     def close(self) -> None:
+        self.gateway.close()
         self.audit.close()
         self.database.dispose()
 
@@ -94,6 +98,7 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
         judge_provider(data, engines),
         chunk_runner,
     )
+    release = ReleaseService(database, audit, clock, registry, risk, access, board_rules(settings))
     services = Services(
         settings=settings,
         database=database,
@@ -104,9 +109,43 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
         registry=registry,
         risk=risk,
         security=security,
-        release=ReleaseService(database, audit, clock, registry, risk, access, board_rules(settings)),
+        release=release,
+        gateway=GatewayService(
+            database,
+            audit,
+            clock,
+            access,
+            registry,
+            release,
+            vault,
+            _limiter(settings),
+            work_dir=settings.gateway_dir,
+            config=gateway_config(settings),
+        ),
     )
     return services
+
+
+def _limiter(settings: Settings) -> Limiter:
+    """Shared through Redis when configured, so every gateway replica sees the same buckets."""
+    if settings.redis_url:
+        return RedisLimiter(settings.redis_url, prefix=f"{settings.redis_prefix}gw:")
+    return LocalLimiter()
+
+
+def gateway_config(settings: Settings) -> GatewayConfig:
+    return GatewayConfig(
+        cache_s=settings.gateway_cache_s,
+        max_body_bytes=settings.gateway_max_body_bytes,
+        max_tokens=settings.gateway_max_tokens,
+        default_max_tokens=settings.gateway_default_max_tokens,
+        batch_size=settings.gateway_batch_size,
+        threads=settings.gateway_threads,
+        meter_interval_s=settings.gateway_meter_interval_s,
+        alert_blocks=settings.gateway_alert_blocks,
+        alert_window_s=settings.gateway_alert_window_s,
+        health_interval_s=settings.gateway_health_interval_s,
+    )
 
 
 def is_initialised(settings: Settings) -> bool:

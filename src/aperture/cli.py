@@ -67,11 +67,12 @@ def _mount() -> None:
     from aperture.access.cli import access_app
     from aperture.access.cli import app as keys_app
     from aperture.audit.cli import app as audit_app
+    from aperture.gateway.cli import app as gateway_app
     from aperture.registry.cli import app as models_app
     from aperture.release.cli import policy_app, release_app
     from aperture.risk.cli import app as assess_app
     from aperture.security.cli import seal_app, security_app
-    from aperture.web.cli import demo, serve
+    from aperture.web.cli import demo, run_gateway, serve
 
     app.add_typer(keys_app, name="keys")
     app.add_typer(audit_app, name="audit")
@@ -82,6 +83,9 @@ def _mount() -> None:
     app.add_typer(security_app, name="security")
     app.add_typer(policy_app, name="policy")
     app.add_typer(release_app, name="release")
+    # `aperture gateway` alone serves the gateway; its subcommands manage it.
+    gateway_app.callback(invoke_without_command=True)(run_gateway)
+    app.add_typer(gateway_app, name="gateway")
     app.command()(serve)
     app.command()(demo)
 

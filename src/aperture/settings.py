@@ -74,6 +74,42 @@ class Settings(BaseSettings):
     release_stage_grace_days: float = Field(
         default=30, ge=0, description="Days after a release stage's date before it is shown as overdue and blocked."
     )
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis URL (redis://host:6379/0) where gateway replicas share rate limits and quotas; "
+        "unset keeps them in process.",
+    )
+    redis_prefix: str = Field(default="aperture:", description="Prefix of every Redis key this instance writes.")
+    gateway_max_body_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="Largest request body the gateway reads (larger: 413)."
+    )
+    gateway_max_tokens: int = Field(
+        default=2048, ge=1, description="Most new tokens one gateway request may ask for (limits may lower it)."
+    )
+    gateway_default_max_tokens: int = Field(
+        default=256, ge=1, description="New tokens a gateway request gets when it does not say."
+    )
+    gateway_batch_size: int = Field(
+        default=32, ge=1, description="Requests the embedded engine generates together (its batch rows)."
+    )
+    gateway_threads: int = Field(
+        default=0, ge=0, description="CPU threads of the embedded engine; 0 lets torch decide."
+    )
+    gateway_cache_s: float = Field(
+        default=1.0,
+        ge=0,
+        description="Seconds a gateway replica trusts its cached keys, bindings, grants, limits, prices and policies.",
+    )
+    gateway_meter_interval_s: float = Field(
+        default=1.0, gt=0, description="Seconds between batches of metered usage written to the database."
+    )
+    gateway_alert_blocks: int = Field(
+        default=3, ge=1, description="Blocked requests from one key within the alert window that raise an alert."
+    )
+    gateway_alert_window_s: int = Field(default=600, ge=1, description="The alert window, in seconds.")
+    gateway_health_interval_s: int = Field(
+        default=30, ge=0, description="Seconds between health checks of remote backends; 0 disables."
+    )
 
     @field_validator("home", mode="after")
     @classmethod
@@ -101,6 +137,11 @@ class Settings(BaseSettings):
     @property
     def resolved_model_cache(self) -> Path:
         return self.model_cache or (self.home / "cache" / "models")
+
+    @property
+    def gateway_dir(self) -> Path:
+        """The gateway's write-ahead usage logs and model directories."""
+        return self.home / "gateway"
 
     @property
     def eval_work_dir(self) -> Path:

@@ -8,6 +8,7 @@ refusal is recorded there, then raised.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 from collections.abc import Sequence
@@ -954,7 +955,9 @@ class ReleaseService:
         redacted = level.upper_tier or (classification is not None and classification.canary)
         proposal = None
         if tier_row is not None:
-            proposal = self.proposal(tier_row["decision_id"]) if tier_row["decision_id"] != "test-decision" else None
+            # Tiers set outside the board (tests, an operator's migration) have no proposal to show.
+            with contextlib.suppress(NotFound):
+                proposal = self.proposal(tier_row["decision_id"])
         else:
             # A decision made but not yet carried out (an opening in its cooling-off period) is public too.
             with self._database.read() as connection:

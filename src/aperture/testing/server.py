@@ -19,9 +19,11 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 @contextmanager
-def running_server(app: Any, host: str = "127.0.0.1", timeout_s: float = 20.0) -> Iterator[str]:
-    """Yield the base URL of `app` served by a real uvicorn; stop it afterwards."""
-    port = free_port(host)
+def running_server(
+    app: Any, host: str = "127.0.0.1", timeout_s: float = 20.0, *, port: int | None = None
+) -> Iterator[str]:
+    """Yield the base URL of `app` served by a real uvicorn (on `port`, or a free one); stop it afterwards."""
+    port = port or free_port(host)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)

@@ -46,12 +46,15 @@ def create_app(services: Services) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        from aperture.gateway.http import gateway_running
+
         task = None
         interval = services.settings.tree_head_interval_s
         if interval > 0:
             task = asyncio.create_task(_issue_tree_heads(services, metrics, interval))
         try:
-            yield
+            async with gateway_running(services.gateway):
+                yield
         finally:
             if task is not None:
                 task.cancel()
@@ -124,6 +127,10 @@ def create_app(services: Services) -> FastAPI:
 
 def _mount_api(app: FastAPI, services: Services) -> None:
     from aperture.access.http import build_router as access_router
+    from aperture.gateway.http import build_openai_router
+
+    # The OpenAI-compatible gateway at /v1 (its own error shape; see aperture.gateway.http).
+    app.include_router(build_openai_router(services.gateway, services.settings.gateway_max_body_bytes))
 
     app.include_router(access_router(services), prefix=API_PREFIX)
     for module_name in (
@@ -132,6 +139,7 @@ def _mount_api(app: FastAPI, services: Services) -> None:
         "aperture.risk.http",
         "aperture.security.http",
         "aperture.release.http",
+        "aperture.gateway.http",
     ):
         module = __import__(module_name, fromlist=["build_router"])
         app.include_router(module.build_router(services), prefix=API_PREFIX)

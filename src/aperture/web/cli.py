@@ -43,7 +43,7 @@ def serve(
     host: str | None = typer.Option(None, help="Bind address (default APERTURE_HOST, 127.0.0.1)."),
     port: int | None = typer.Option(None, help="Port (default APERTURE_PORT, 8000)."),
 ) -> None:
-    """Serve the web UI, the API at /api/v1, /healthz and /metrics."""
+    """Serve the web UI, the API at /api/v1, the gateway at /v1, /healthz and /metrics."""
     from aperture.bootstrap import require_initialised
 
     services = state(ctx).services
@@ -54,6 +54,36 @@ def serve(
         err_console.print(f"[yellow]warning[/]: serving on {bind_host}: put TLS in front of it")
     out_console.print(f"Aperture on http://{bind_host}:{bind_port}  (API docs: /api/v1/docs)")
     serve_app(services, bind_host, bind_port)
+
+
+@command_errors
+def run_gateway(
+    ctx: typer.Context,
+    host: str | None = typer.Option(None, help="Bind address (default APERTURE_HOST)."),
+    port: int | None = typer.Option(None, help="Port (default APERTURE_PORT)."),
+) -> None:
+    """Without a subcommand: serve the gateway alone (/v1 and /healthz), to scale it out behind a load balancer."""
+    if ctx.invoked_subcommand is not None:
+        return
+    import uvicorn
+
+    from aperture.bootstrap import require_initialised
+    from aperture.core.logging import configure_logging
+    from aperture.gateway.http import create_gateway_app
+
+    services = state(ctx).services
+    require_initialised(services)
+    settings = services.settings
+    bind_host, bind_port = host or settings.host, settings.port if port is None else port
+    configure_logging(settings.log_level, settings.log_format)
+    out_console.print(f"Aperture gateway on http://{bind_host}:{bind_port}/v1")
+    uvicorn.run(
+        create_gateway_app(services),
+        host=bind_host,
+        port=bind_port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+    )
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -175,35 +205,41 @@ def demo(
         port = chosen
     base_url = f"http://{host}:{port}"
 
-    out_console.rule("1/7  create the instance")
+    out_console.rule("1/8  create the instance")
     issued = init_instance(services)
     out_console.print(f"instance in {home}; signing key {services.keys.key_id}")
 
-    out_console.rule("2/7  import the bundled model (SmolLM2-135M-Instruct)")
+    out_console.rule("2/8  import the bundled model (SmolLM2-135M-Instruct)")
     with BarProgress("storing") as bar:
         version = services.registry.import_bundled(progress=bar).version
     out_console.print(f"registered {version.reference} ({version.parameter_count:,} parameters)")
 
-    out_console.rule("3/7  verify its files and signature")
+    out_console.rule("3/8  verify its files and signature")
     with BarProgress("verifying") as bar:
         report = services.registry.verify_version(version.model_name, version.version, progress=bar)
     out_console.print(f"verified {report.files_checked} files, signature by key {report.signing_key_id}: OK")
 
-    out_console.rule("4/7  security tiers: members, people, a sealed upper-tier version, a canary")
+    out_console.rule("4/8  security tiers: members, people, a sealed upper-tier version, a canary")
     services, people = _demo_security(services, settings)
     head = services.audit.issue_tree_head()
     out_console.print(f"transparency log: {head.tree_size} events, signed tree head issued")
 
     ref = version.reference
-    out_console.rule("5/7  assess its risks (a documented quick sample of each suite)")
+    out_console.rule("5/8  assess its risks (a documented quick sample of each suite)")
     profile_version = _quick_assessment(services, ref)
     risk_url = f"{base_url}/models/{version.model_name}/versions/{version.version}/risk"
     out_console.print(f"risk profile version {profile_version}: {risk_url}", highlight=False)
 
-    out_console.rule("6/7  decide its release: the policy, a proposal, the board's votes")
+    out_console.rule("6/8  decide its release: the policy, a proposal, the board's votes")
     release_url = f"{base_url}/registry/{version.model_name}/{version.version}"
     proposal = _demo_release(services, ref)
     out_console.print(f"public page: {release_url}", highlight=False)
+    out_console.rule("7/8  hosted access: the OpenAI-compatible gateway at /v1")
+    gateway = demo_gateway(services, version, base_url, organisation="tu-berlin")
+    out_console.print(
+        f"{ref} is released as hosted and served by the embedded engine; tu-berlin has a gateway key, "
+        "limits and a price"
+    )
 
     bearer = f"-H 'Authorization: Bearer {issued.text}'"
     cli = f"APERTURE_HOME={home} {_command_name()}"
@@ -240,19 +276,26 @@ def demo(
             f"curl -s {base_url}/api/v1/registry",
             f"{cli} audit verify",
             f"{cli} audit prove 0",
+            gateway["curl"],
+            gateway["openai"],
+            f"{cli} gateway usage",
         ],
     }
+    info["gateway"] = gateway
     info["people"] = people
     info["urls"]["login"] = f"{base_url}/login"
     (home / "demo.json").write_text(json.dumps(info, indent=2) + "\n")
 
-    out_console.rule("7/7  serve")
+    out_console.rule("8/8  serve")
     out_console.print(f"  web UI        {base_url}/")
     out_console.print(f"  models        {base_url}/models/{version.model_name}")
     out_console.print(f"  audit log     {base_url}/audit")
     out_console.print(f"  registry      {base_url}/registry (public: tiers, reasons, dissent)")
     out_console.print(f"  release page  {release_url}")
     out_console.print(f"  API docs      {base_url}/api/v1/docs")
+    out_console.print(
+        f"  gateway       {base_url}/v1  (OpenAI-compatible; key {gateway['gateway_key']})", highlight=False
+    )
     out_console.print("  admin key     ", end="")
     out_console.print(issued.text, soft_wrap=True, highlight=False)
     out_console.print(f"  sign in       {base_url}/login as alice, bob, sam, carol ... password {DEMO_PASSWORD!r}")
@@ -269,8 +312,10 @@ def demo(
 
 
 def _demo_release(services: Services, reference: str) -> dict[str, Any]:
-    """The policy decides; Bob (programme director) proposes what it allows; the board votes with reasons."""
+    """The policy decides; Bob (programme director) proposes a staged release; the board votes with reasons."""
     from aperture.access.domain import Caller
+    from aperture.release.domain import Tier
+    from aperture.release.service import parse_stage
 
     decision = services.release.evaluate(reference)
     out_console.print(f"policy: {decision.summary()}", highlight=False)
@@ -281,16 +326,18 @@ def _demo_release(services: Services, reference: str) -> dict[str, Any]:
     def person(name: str) -> Caller:
         return Caller(name, services.access.get_principal(name).roles, session=True)
 
+    # The seeds' staged release: hosted now, open once it has run six months without serious incident.
+    tier = Tier.HOSTED if not Tier.HOSTED.more_open_than(decision.tier) else decision.tier
     rationale = (
-        f"The policy allows {decision.tier}: a 135M model, knowledge at chance on the sampled WMDP items; "
-        "proportionate to release as the policy allows."
+        f"The policy allows up to {decision.tier}: a 135M model at chance on the sampled WMDP items. Start hosted "
+        "and open after six months without serious incident, on a fresh assessment."
     )
-    proposal = services.release.propose(person("bob"), reference, decision.tier, rationale)
+    stages = [parse_stage("open@180:six months hosted without serious incident; full WMDP sets run")]
+    proposal = services.release.propose(person("bob"), reference, tier, rationale, stages=stages)
     votes = [
-        ("rhea", True, "Knowledge results at chance and a small model: proportionate."),
-        ("tomas", False, "The samples are small (32-64 items); I would run the full WMDP sets first."),
-        ("ines", True, "Agree; the dissent's point is noted for the next assessment."),
-        ("omar", True, "No domain above low; the obligations are met."),
+        ("rhea", True, "Knowledge at chance and a small model: hosted first is proportionate."),
+        ("tomas", False, "The samples are small (32-64 items); I would run the full WMDP sets before any release."),
+        ("ines", True, "Agree; the dissent's point is a condition of the open stage."),
     ]
     for name, approve, reason in votes:
         if proposal["status"] != "voting":
@@ -301,7 +348,55 @@ def _demo_release(services: Services, reference: str) -> dict[str, Any]:
     if status == "cooling-off":
         status += f" until {proposal['cooling_off_until'][:10]} (opening weights is irreversible; it can be challenged)"
     out_console.print(f"decision: {proposal['tier']} ({status}); signed and in the transparency log", highlight=False)
+    for stage in proposal["stages"]:
+        out_console.print(f"  next stage: {stage['tier']} due {stage['due_at'][:10]} ({stage['condition']})")
     return proposal
+
+
+DEMO_PROMPT = "What is the capital of France?"
+
+
+def _python_name() -> str:
+    """The interpreter running this, as the user would type it (relative to the current directory if inside it)."""
+    executable = Path(sys.executable)
+    with contextlib.suppress(ValueError):
+        return str(executable.relative_to(Path.cwd()))
+    return str(executable)
+
+
+def demo_gateway(services: Any, version: Any, base_url: str, *, organisation: str) -> dict[str, str]:
+    """Serve a version through the gateway for the demo: released as hosted (when no decision was
+    taken yet), bound to the embedded engine, priced and limited; one key for `organisation`.
+    Returns the key and a working `curl` and `openai` client example."""
+    from aperture.access.domain import SYSTEM
+    from aperture.gateway.domain import BackendKind, Limits, ScopeKind
+    from aperture.release.domain import Tier
+
+    ref = version.reference
+    if services.release.tier_of(version.model_name, version.version) is None:
+        services.release.take_effect(version, Tier.HOSTED, "demo-release", actor=SYSTEM.actor)
+    services.gateway.bind(SYSTEM, ref, BackendKind.EMBEDDED)
+    services.gateway.set_price(SYSTEM, ref, 0.10, 0.30)
+    services.gateway.set_limits(
+        SYSTEM,
+        ScopeKind.ORGANISATION,
+        organisation,
+        Limits(requests_per_minute=600, tokens_per_minute=200_000, monthly_tokens=10_000_000, max_tokens=512),
+    )
+    key = services.gateway.issue_key(SYSTEM, organisation=organisation, name="demo").text
+    body = json.dumps({"model": ref, "messages": [{"role": "user", "content": DEMO_PROMPT}], "max_tokens": 32})
+    curl = (
+        f"curl -s {base_url}/v1/chat/completions -H 'Authorization: Bearer {key}' "
+        f"-H 'Content-Type: application/json' -d '{body}'"
+    )
+    program = (
+        "from openai import OpenAI; "
+        f"client = OpenAI(base_url='{base_url}/v1', api_key='{key}'); "
+        f"answer = client.chat.completions.create(model='{ref}', "
+        f"messages=[{{'role': 'user', 'content': '{DEMO_PROMPT}'}}], max_tokens=32); "
+        "print(answer.choices[0].message.content)"
+    )
+    return {"gateway_key": key, "model": ref, "curl": curl, "openai": f'{_python_name()} -c "{program}"'}
 
 
 def _demo_security(services: Any, settings: Any) -> tuple[Any, dict[str, Any]]:

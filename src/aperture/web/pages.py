@@ -272,6 +272,45 @@ def mount(app: FastAPI, services: Services) -> None:
             principals=services.access.list_principals(),
         )
 
+    @app.get("/gateway/usage", response_class=HTMLResponse, include_in_schema=False)
+    def usage_page(
+        request: Request,
+        organisation: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        format: str = "html",
+    ) -> Response:
+        """An organisation's gateway usage: daily totals per key and model, priced (CSV with format=csv)."""
+        caller = me(request)
+        if not caller.session:
+            return back("/login?next=/gateway/usage")
+        own = services.gateway.organisation_of(caller)
+        rows = services.gateway.usage(caller, organisation=organisation or own, since=since, until=until)
+        if format == "csv":
+            return Response(
+                services.gateway.usage_csv(rows),
+                media_type="text/csv",
+                headers={"content-disposition": 'attachment; filename="usage.csv"'},
+            )
+        totals = {
+            "requests": sum(r.requests for r in rows),
+            "blocked": sum(r.blocked for r in rows),
+            "prompt_tokens": sum(r.prompt_tokens for r in rows),
+            "completion_tokens": sum(r.completion_tokens for r in rows),
+            "cost_eur": sum(r.cost_eur for r in rows),
+        }
+        return render(
+            request,
+            "usage.html",
+            "usage",
+            rows=rows,
+            totals=totals,
+            organisation=organisation or own,
+            since=since or "",
+            until=until or "",
+            prices=services.gateway.prices(),
+        )
+
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def home(request: Request) -> HTMLResponse:
         models = services.registry.list_models(me(request))

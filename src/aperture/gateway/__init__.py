@@ -1,0 +1,1 @@
+"""The inference gateway: OpenAI-compatible hosted access with keys, limits, metering and safety checks."""

@@ -1,0 +1,360 @@
+"""The embedded engine: a causal language model served in process with continuous batching.
+
+Written here because no library does what the gateway needs on CPU with plain `transformers`:
+vLLM and TGI need their own servers (and GPUs), and `generate` serves one fixed batch at a time.
+The engine runs one thread that owns the model and a running batch:
+
+- requests arrive on a queue; at every step the waiting ones are prefilled together (left-padded)
+  and their keys and values are joined to the running batch's cache (left-padded to one length),
+  so a new request starts at the next step instead of waiting for the batch to finish;
+- each step samples one token for every row (greedy, or temperature/top-p with the request's own
+  seeded generator), detokenizes incrementally, checks stop strings, end of sequence and the token
+  bound, and drops finished rows from the cache;
+- a cancelled request (its client went away) is dropped at the next step, freeing its slot.
+
+Tokens go back to the asyncio side through `loop.call_soon_threadsafe`. torch and transformers
+are imported inside the functions only, so the CLI starts fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aperture.core.errors import InvalidInput
+
+log = logging.getLogger("aperture.gateway.engine")
+
+
+@dataclass(frozen=True, slots=True)
+class Sampling:
+    max_new_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A piece of a generation: new text, and at the end the finish reason and token counts."""
+
+    text: str
+    finish_reason: str | None = None  # "stop", "length", or "error"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    error: str | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.finish_reason is not None
+
+
+@dataclass(eq=False)
+class Generation:
+    """One request inside the engine. `cancel()` may be called from any thread."""
+
+    prompt_ids: list[int]
+    sampling: Sampling
+    emit: Callable[[Event], None]
+    generated: list[int] = field(default_factory=list)
+    text: str = ""
+    sent: int = 0
+    cancelled: bool = False
+    generator: Any = None
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+def _quiet_transformers() -> None:
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    transformers.utils.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+
+
+def load_tokenizer(model_dir: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    _quiet_transformers()
+    with contextlib.redirect_stderr(io.StringIO()):
+        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+class Tokens:
+    """The model's tokenizer, for prompts and metering (one per model, used from the event loop)."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.has_chat_template = bool(getattr(tokenizer, "chat_template", None))
+
+    def chat_prompt(self, messages: Sequence[dict[str, str]]) -> str:
+        if not self.has_chat_template:
+            return "\n".join(f"{m['role']}: {m['content']}" for m in messages) + "\nassistant:"
+        return str(self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True))
+
+    def encode(self, text: str, *, special: bool = False) -> list[int]:
+        return list(self.tokenizer.encode(text, add_special_tokens=special))
+
+    def count(self, text: str) -> int:
+        return len(self.tokenizer.encode(text, add_special_tokens=False)) if text else 0
+
+
+class BatchingEngine:
+    """One model, one thread, one running batch of at most `max_batch` rows."""
+
+    def __init__(self, model_dir: Path, *, max_batch: int = 32, threads: int | None = None) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        _quiet_transformers()
+        if threads:
+            torch.set_num_threads(threads)
+        self.model_dir = model_dir
+        self.max_batch = max_batch
+        with contextlib.redirect_stderr(io.StringIO()):
+            self.model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+        self.model.eval()  # type: ignore[no-untyped-call]
+        # The engine thread decodes with its own tokenizer: fast tokenizers refuse concurrent use.
+        self.tokens = Tokens(load_tokenizer(model_dir))
+        self._decoder = load_tokenizer(model_dir)
+        self.max_length = int(getattr(self.model.config, "max_position_embeddings", 2048) or 2048)
+        eos: set[int] = set()
+        for source in (getattr(self.model.generation_config, "eos_token_id", None), self._decoder.eos_token_id):
+            if isinstance(source, int):
+                eos.add(source)
+            elif isinstance(source, list | tuple):
+                eos.update(int(t) for t in source)
+        self.eos = frozenset(eos)
+        self._pending: deque[Generation] = deque()
+        self._condition = threading.Condition()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        # The running batch (touched by the engine thread only).
+        self._rows: list[Generation] = []
+        self._cache: Any = None
+        self._mask: Any = None
+        self._logits: Any = None
+        self.steps = 0
+        self.peak_rows = 0
+        self.cancelled = 0  # generations stopped because their client went away
+
+    # --- the asyncio side ---------------------------------------------------------------
+
+    def submit(self, generation: Generation) -> None:
+        total = len(generation.prompt_ids) + generation.sampling.max_new_tokens
+        if total > self.max_length:
+            raise InvalidInput(
+                f"the prompt ({len(generation.prompt_ids)} tokens) and max_tokens "
+                f"({generation.sampling.max_new_tokens}) exceed the model's context of {self.max_length} tokens",
+                hint="shorten the messages or ask for fewer tokens",
+                details={"code": "context_length_exceeded"},
+            )
+        with self._condition:
+            if self._closed:
+                raise RuntimeError("the engine is closed")
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="gateway-engine", daemon=True)
+                self._thread.start()
+            self._pending.append(generation)
+            self._condition.notify()
+
+    @property
+    def active(self) -> int:
+        """Rows generating now plus requests waiting (for tests and metrics)."""
+        return len(self._rows) + len(self._pending)
+
+    def close(self) -> None:
+        with self._condition:
+            self._closed = True
+            self._condition.notify()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    # --- the engine thread --------------------------------------------------------------
+
+    def _run(self) -> None:
+        import torch
+
+        with torch.inference_mode():
+            while True:
+                with self._condition:
+                    while not self._closed and not self._pending and not self._rows:
+                        self._condition.wait()
+                    if self._closed:
+                        break
+                    room = self.max_batch - len(self._rows)
+                    arrivals: list[Generation] = []
+                    while self._pending and len(arrivals) < room:
+                        arrivals.append(self._pending.popleft())
+                try:
+                    self.cancelled += sum(1 for g in arrivals if g.cancelled)
+                    arrivals = [g for g in arrivals if not g.cancelled]
+                    if arrivals:
+                        self._prefill(arrivals)
+                    if self._rows:
+                        self._step()
+                except Exception as error:  # the model failed: end every request with an error
+                    log.exception("the embedded engine failed a step")
+                    for generation in [*self._rows, *arrivals]:
+                        generation.emit(Event("", "error", error=str(error)))
+                    self._rows, self._cache, self._mask, self._logits = [], None, None, None
+        for generation in [*self._rows, *self._pending]:
+            generation.emit(Event("", "error", error="the engine stopped"))
+
+    def _prefill(self, arrivals: list[Generation]) -> None:
+        import torch
+        from transformers import DynamicCache
+
+        width = max(len(g.prompt_ids) for g in arrivals)
+        pad = int(self._decoder.pad_token_id)
+        ids = torch.full((len(arrivals), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(arrivals), width), dtype=torch.long)
+        for row, generation in enumerate(arrivals):
+            n = len(generation.prompt_ids)
+            ids[row, width - n :] = torch.tensor(generation.prompt_ids, dtype=torch.long)
+            mask[row, width - n :] = 1
+            if generation.sampling.temperature > 0 and generation.sampling.seed is not None:
+                generation.generator = torch.Generator().manual_seed(generation.sampling.seed)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache(config=self.model.config)
+        out = self.model(
+            input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1
+        )
+        logits = out.logits[:, -1, :]
+        if not self._rows:
+            self._rows, self._cache, self._mask, self._logits = list(arrivals), cache, mask, logits
+        else:
+            length = max(self._mask.shape[1], width)
+            self._cache = _join_caches(self._cache, self._mask.shape[1], cache, width, length)
+            self._mask = torch.cat([_left_pad(self._mask, length), _left_pad(mask, length)], dim=0)
+            self._logits = torch.cat([self._logits, logits], dim=0)
+            self._rows.extend(arrivals)
+        self.peak_rows = max(self.peak_rows, len(self._rows))
+
+    def _step(self) -> None:
+        import torch
+
+        chosen = self._sample()
+        keep: list[int] = []
+        for row, (generation, token) in enumerate(zip(self._rows, chosen, strict=True)):
+            if self._advance(generation, token):
+                keep.append(row)
+        self.steps += 1
+        if not keep:
+            self._rows, self._cache, self._mask, self._logits = [], None, None, None
+            return
+        tokens = torch.tensor([[chosen[row]] for row in keep], dtype=torch.long)
+        if len(keep) < len(self._rows):
+            index = torch.tensor(keep, dtype=torch.long)
+            self._cache.batch_select_indices(index)
+            self._mask = self._mask[index]
+            self._rows = [self._rows[row] for row in keep]
+            # Columns no remaining row uses (all padding) are dropped: the cache stays compact.
+            used = int(self._mask.any(dim=0).int().argmax())
+            if used > 0:
+                self._mask = self._mask[:, used:]
+                for layer in self._cache.layers:
+                    layer.keys = layer.keys[:, :, used:, :]
+                    layer.values = layer.values[:, :, used:, :]
+        self._mask = torch.cat([self._mask, torch.ones((len(keep), 1), dtype=self._mask.dtype)], dim=1)
+        positions = self._mask.sum(dim=1, keepdim=True) - 1
+        out = self.model(
+            input_ids=tokens, attention_mask=self._mask, position_ids=positions, cache=self._cache, use_cache=True
+        )
+        self._logits = out.logits[:, -1, :]
+
+    def _sample(self) -> list[int]:
+        import torch
+
+        logits = self._logits.float()
+        chosen = logits.argmax(dim=-1).tolist()
+        for row, generation in enumerate(self._rows):
+            sampling = generation.sampling
+            if sampling.temperature <= 0:
+                continue
+            probs = torch.softmax(logits[row] / sampling.temperature, dim=-1)
+            if sampling.top_p < 1.0:
+                ordered, order = probs.sort(descending=True)
+                outside = ordered.cumsum(-1) - ordered > sampling.top_p
+                ordered[outside] = 0.0
+                probs = torch.zeros_like(probs).scatter(0, order, ordered)
+            chosen[row] = int(torch.multinomial(probs, 1, generator=generation.generator).item())
+        return [int(t) for t in chosen]
+
+    def _advance(self, generation: Generation, token: int) -> bool:
+        """Take one token; emit what is new; False when the generation is over."""
+        if generation.cancelled:
+            self.cancelled += 1
+            return False
+        sampling = generation.sampling
+        finish: str | None = None
+        if token in self.eos:
+            finish = "stop"
+            generation.generated.append(token)
+        else:
+            generation.generated.append(token)
+            text = str(
+                self._decoder.decode([t for t in generation.generated if t not in self.eos], skip_special_tokens=True)
+            )
+            generation.text = text
+            if sampling.stop:
+                start = max(0, generation.sent - max(len(s) for s in sampling.stop))
+                hits = [i for i in (text.find(s, start) for s in sampling.stop) if i >= 0]
+                if hits:
+                    generation.text = text[: min(hits)]
+                    finish = "stop"
+            if finish is None and len(generation.generated) >= sampling.max_new_tokens:
+                finish = "length"
+        text = generation.text
+        if finish is None:
+            # Hold back a broken multi-byte character and what could still become a stop string.
+            ready = len(text.rstrip("\ufffd"))
+            if sampling.stop:
+                ready = min(ready, len(text) - max(len(s) for s in sampling.stop) + 1)
+            if ready > generation.sent:
+                generation.emit(Event(text[generation.sent : ready]))
+                generation.sent = ready
+            return True
+        generation.emit(
+            Event(
+                text[generation.sent :],
+                finish,
+                prompt_tokens=len(generation.prompt_ids),
+                completion_tokens=len(generation.generated),
+            )
+        )
+        generation.sent = len(text)
+        return False
+
+
+def _left_pad(tensor: Any, length: int) -> Any:
+    import torch.nn.functional as functional
+
+    missing = length - tensor.shape[1]
+    return tensor if missing == 0 else functional.pad(tensor, (missing, 0), value=0)
+
+
+def _join_caches(running: Any, running_length: int, arrived: Any, arrived_length: int, length: int) -> Any:
+    """The running batch's cache with the arrivals' rows appended, both left-padded to `length`."""
+    import torch
+    import torch.nn.functional as functional
+
+    def padded(tensor: Any, have: int) -> Any:
+        return tensor if have == length else functional.pad(tensor, (0, 0, length - have, 0), value=0.0)
+
+    for mine, theirs in zip(running.layers, arrived.layers, strict=True):
+        mine.keys = torch.cat([padded(mine.keys, running_length), padded(theirs.keys, arrived_length)], dim=0)
+        mine.values = torch.cat([padded(mine.values, running_length), padded(theirs.values, arrived_length)], dim=0)
+    return running

@@ -1,0 +1,539 @@
+"""The gateway over HTTP: the OpenAI-compatible `/v1` routes, the operators' `/api/v1/gateway`
+routes, and `create_gateway_app` (the gateway alone, for `aperture gateway`).
+
+The `/v1` handlers read and validate the body themselves (size bound first, then pydantic), so
+every failure, from a malformed body to a backend timeout, answers in OpenAI's error shape
+`{"error": {"message", "type", "param", "code"}}` with the right status; a 429 carries
+`Retry-After`. Streams are Server-Sent Events ending in `data: [DONE]`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from aperture import __version__
+from aperture.access.domain import Caller
+from aperture.core.errors import ApertureError, InvalidInput, TooLarge
+from aperture.gateway.domain import openai_error
+from aperture.gateway.engine import Event
+from aperture.gateway.service import Admitted, CompletionRequest, ContentBlocked, GatewayService, RateLimited
+from aperture.http_support import bearer_token, caller_dependency, require_authenticated
+
+if TYPE_CHECKING:
+    from aperture.bootstrap import Services
+
+log = logging.getLogger("aperture.gateway.http")
+
+# --- request bodies (OpenAI's fields; unknown fields are ignored, known ones must have their type)
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+
+class TextPart(_Body):
+    type: Literal["text"]
+    text: str
+
+
+class Message(_Body):
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextPart]
+    name: str | None = None
+
+    def text(self) -> str:
+        return self.content if isinstance(self.content, str) else "".join(part.text for part in self.content)
+
+
+class StreamOptions(_Body):
+    include_usage: bool = False
+
+
+class _Sampling(_Body):
+    model: str = Field(min_length=1, max_length=300)
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float = Field(1.0, ge=0, le=2)
+    top_p: float = Field(1.0, gt=0, le=1)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    n: int = Field(1, ge=1, le=1, description="only 1 is supported")
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    user: str | None = Field(None, max_length=256)
+
+    def stops(self) -> tuple[str, ...]:
+        stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+        if len(stops) > 4 or any(not s for s in stops):
+            raise InvalidInput("stop takes at most 4 non-empty strings", details={"param": "stop"})
+        return tuple(stops)
+
+
+class ChatBody(_Sampling):
+    messages: list[Message] = Field(min_length=1, max_length=1000)
+    max_completion_tokens: int | None = Field(None, ge=1)
+
+
+class CompletionBody(_Sampling):
+    prompt: str | list[str]
+    echo: bool = False
+    logprobs: int | None = None
+
+    def text(self) -> str:
+        if isinstance(self.prompt, str):
+            return self.prompt
+        if len(self.prompt) != 1:
+            raise InvalidInput("send one prompt per request", details={"param": "prompt"})
+        return self.prompt[0]
+
+
+def _validation_message(error: ValidationError) -> tuple[str, str | None]:
+    first = error.errors()[0]
+    where = ".".join(str(p) for p in first.get("loc", ()))
+    return f"the request is not valid: {where}: {first.get('msg', '')}", where or None
+
+
+def _error_response(error: ApertureError) -> JSONResponse:
+    code = str(error.details.get("code") or error.code)
+    message = error.message + (f" (hint: {error.hint})" if error.hint else "")
+    headers = {"Retry-After": error.retry_after} if isinstance(error, RateLimited) else None
+    param = error.details.get("param")
+    return JSONResponse(
+        openai_error(error.http_status, message, code, None if param is None else str(param)),
+        status_code=error.http_status,
+        headers=headers,
+    )
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise TooLarge(f"the request body is larger than {limit} bytes", hint="send a shorter request")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"the request body is larger than {limit} bytes", hint="send a shorter request")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _parse(model: type[ChatBody] | type[CompletionBody], body: bytes) -> Any:
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as error:
+        message, param = _validation_message(error)
+        raise InvalidInput(message, hint="fix the field named", details={"param": param}) from None
+
+
+def chat_request(body: ChatBody) -> CompletionRequest:
+    messages = tuple({"role": m.role, "content": m.text()} for m in body.messages)
+    stops = body.stops()
+    forward: dict[str, Any] = {
+        "messages": list(messages),
+        "temperature": body.temperature,
+        "top_p": body.top_p,
+    }
+    if stops:
+        forward["stop"] = list(stops)
+    if body.seed is not None:
+        forward["seed"] = body.seed
+    return CompletionRequest(
+        "chat",
+        body.model,
+        messages=messages,
+        max_tokens=body.max_completion_tokens or body.max_tokens,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        stop=stops,
+        seed=body.seed,
+        stream=body.stream,
+        forward=forward,
+    )
+
+
+def text_request(body: CompletionBody) -> CompletionRequest:
+    if body.echo or body.logprobs:
+        raise InvalidInput("echo and logprobs are not supported", details={"param": "echo"})
+    prompt = body.text()
+    stops = body.stops()
+    forward: dict[str, Any] = {"prompt": prompt, "temperature": body.temperature, "top_p": body.top_p}
+    if stops:
+        forward["stop"] = list(stops)
+    if body.seed is not None:
+        forward["seed"] = body.seed
+    return CompletionRequest(
+        "text",
+        body.model,
+        prompt=prompt,
+        max_tokens=body.max_tokens,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        stop=stops,
+        seed=body.seed,
+        stream=body.stream,
+        forward=forward,
+    )
+
+
+# --- response shapes --------------------------------------------------------------------------
+
+
+def _usage(event: Event) -> dict[str, int]:
+    return {
+        "prompt_tokens": event.prompt_tokens,
+        "completion_tokens": event.completion_tokens,
+        "total_tokens": event.prompt_tokens + event.completion_tokens,
+    }
+
+
+class _Shape:
+    def __init__(self, admitted: Admitted) -> None:
+        self.kind = admitted.request.kind
+        self.id = ("chatcmpl-" if self.kind == "chat" else "cmpl-") + admitted.id.replace("-", "")
+        self.created = int(time.time())
+        self.model = admitted.model.id
+
+    def whole(self, text: str, last: Event) -> dict[str, Any]:
+        if self.kind == "chat":
+            choice: dict[str, Any] = {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "logprobs": None,
+                "finish_reason": last.finish_reason,
+            }
+            obj = "chat.completion"
+        else:
+            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": last.finish_reason}
+            obj = "text_completion"
+        return {
+            "id": self.id,
+            "object": obj,
+            "created": self.created,
+            "model": self.model,
+            "choices": [choice],
+            "usage": _usage(last),
+        }
+
+    def chunk(self, text: str | None, finish: str | None, usage: bool, *, first: bool = False) -> bytes:
+        if self.kind == "chat":
+            delta: dict[str, Any] = {}
+            if first:
+                delta["role"] = "assistant"
+            if text is not None:
+                delta["content"] = text
+            choice: dict[str, Any] = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+            obj = "chat.completion.chunk"
+        else:
+            choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}
+            obj = "text_completion"
+        data: dict[str, Any] = {
+            "id": self.id,
+            "object": obj,
+            "created": self.created,
+            "model": self.model,
+            "choices": [choice],
+        }
+        if usage:
+            data["usage"] = None
+        return b"data: " + json.dumps(data).encode() + b"\n\n"
+
+    def usage_chunk(self, last: Event) -> bytes:
+        data: dict[str, Any] = {
+            "id": self.id,
+            "object": "chat.completion.chunk" if self.kind == "chat" else "text_completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": [],
+            "usage": _usage(last),
+        }
+        return b"data: " + json.dumps(data).encode() + b"\n\n"
+
+
+DONE = b"data: [DONE]\n\n"
+
+
+async def _stream(
+    shape: _Shape, first: Event, events: AsyncGenerator[Event, None], include_usage: bool
+) -> AsyncIterator[bytes]:
+    try:
+        if shape.kind == "chat":
+            yield shape.chunk("", None, include_usage, first=True)
+        event: Event | None = first
+        while event is not None:
+            if event.done:
+                if event.text:
+                    yield shape.chunk(event.text, None, include_usage)
+                yield shape.chunk(None if shape.kind == "chat" else "", event.finish_reason, include_usage)
+                if include_usage:
+                    yield shape.usage_chunk(event)
+                break
+            if event.text:
+                yield shape.chunk(event.text, None, include_usage)
+            event = await anext(events, None)
+        yield DONE
+    except ApertureError as error:  # after the headers: the error travels as an event
+        body = openai_error(error.http_status, error.message, str(error.details.get("code") or error.code))
+        yield b"data: " + json.dumps(body).encode() + b"\n\n"
+    finally:
+        await events.aclose()
+
+
+# --- the /v1 router ---------------------------------------------------------------------------
+
+Handler = Callable[[Request], Coroutine[Any, Any, Response]]
+
+
+def _openai_errors(handler: Handler) -> Handler:
+    async def wrapped(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except ApertureError as error:
+            return _error_response(error)
+
+    wrapped.__name__ = handler.__name__
+    wrapped.__doc__ = handler.__doc__
+    return wrapped
+
+
+def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}
+
+
+def build_openai_router(service: GatewayService, max_body_bytes: int) -> APIRouter:
+    router = APIRouter(prefix="/v1", tags=["gateway (OpenAI-compatible)"])
+
+    async def _complete(request: Request, kind: Literal["chat", "text"]) -> Response:
+        caller = service.authenticate(bearer_token(request))
+        raw = await _read_body(request, max_body_bytes)
+        if kind == "chat":
+            parsed: Any = _parse(ChatBody, raw)
+            completion = chat_request(parsed)
+        else:
+            parsed = _parse(CompletionBody, raw)
+            completion = text_request(parsed)
+        admitted = await service.admit(caller, completion)
+        shape = _Shape(admitted)
+        events = service.generate(admitted)
+        try:
+            first = await anext(events)
+        except BaseException:
+            await events.aclose()
+            raise
+        if completion.stream:
+            include_usage = bool(parsed.stream_options and parsed.stream_options.include_usage)
+            return StreamingResponse(
+                _stream(shape, first, events, include_usage),
+                media_type="text/event-stream",
+                headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+            )
+        text = first.text
+        last = first
+        try:
+            while not last.done:
+                last = await anext(events)
+                text += last.text
+        finally:
+            await events.aclose()
+        if last.finish_reason == "content_filter":
+            raise ContentBlocked(
+                "the answer was withheld by the model's safety policy",
+                hint="rephrase the request; repeated refusals are reviewed",
+                details={"code": "content_blocked"},
+            )
+        return JSONResponse(shape.whole(text, last))
+
+    @router.get("/models", summary="The models your key may call")
+    @_openai_errors
+    async def list_models(request: Request) -> Response:
+        caller = service.authenticate(bearer_token(request))
+        data = [
+            {"id": m.id, "object": "model", "created": m.created, "owned_by": "aperture"}
+            for m in service.models_for(caller)
+        ]
+        return JSONResponse({"object": "list", "data": data})
+
+    @router.get("/models/{model_id}", summary="One model your key may call")
+    @_openai_errors
+    async def get_model(request: Request) -> Response:
+        caller = service.authenticate(bearer_token(request))
+        found = service.resolve(caller, request.path_params["model_id"])
+        return JSONResponse({"id": found.id, "object": "model", "created": found.created, "owned_by": "aperture"})
+
+    @router.post("/chat/completions", summary="Chat completion", openapi_extra=_body_schema(ChatBody))
+    @_openai_errors
+    async def chat_completions(request: Request) -> Response:
+        return await _complete(request, "chat")
+
+    @router.post("/completions", summary="Text completion", openapi_extra=_body_schema(CompletionBody))
+    @_openai_errors
+    async def completions(request: Request) -> Response:
+        return await _complete(request, "text")
+
+    return router
+
+
+# --- the operators' router (/api/v1/gateway) --------------------------------------------------
+
+
+class KeyIn(BaseModel):
+    organisation: str = Field(min_length=1, max_length=63)
+    name: str = Field(min_length=1, max_length=200)
+    expires_at: datetime | None = None
+
+
+class KeyOut(BaseModel):
+    key_id: str
+    name: str
+    organisation: str
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    state: str
+
+
+class IssuedKeyOut(KeyOut):
+    key: str = Field(description="The key text, shown once")
+
+
+def build_router(services: Services) -> APIRouter:
+    router = APIRouter(prefix="/gateway", tags=["gateway"])
+    caller_of = caller_dependency(services)
+    gateway = services.gateway
+
+    def key_out(key: Any) -> dict[str, Any]:
+        return {
+            "key_id": key.key_id,
+            "name": key.name,
+            "organisation": key.organisation,
+            "created_at": key.created_at,
+            "expires_at": key.expires_at,
+            "revoked_at": key.revoked_at,
+            "state": key.state(services.clock.now()),
+        }
+
+    @router.get("/keys", response_model=list[KeyOut])
+    def list_keys(organisation: str | None = None, caller: Caller = Depends(caller_of)) -> list[dict[str, Any]]:
+        require_authenticated(caller)
+        return [key_out(k) for k in gateway.list_keys(caller, organisation)]
+
+    @router.post("/keys", response_model=IssuedKeyOut, status_code=201)
+    def issue_key(body: KeyIn, caller: Caller = Depends(caller_of)) -> dict[str, Any]:
+        require_authenticated(caller)
+        issued = gateway.issue_key(caller, organisation=body.organisation, name=body.name, expires_at=body.expires_at)
+        return {**key_out(issued.key), "key": issued.text}
+
+    @router.delete("/keys/{key_id}", response_model=KeyOut)
+    def revoke_key(key_id: str, caller: Caller = Depends(caller_of)) -> dict[str, Any]:
+        require_authenticated(caller)
+        return key_out(gateway.revoke_key(caller, key_id))
+
+    @router.get("/backends")
+    def list_backends(caller: Caller = Depends(caller_of)) -> list[dict[str, Any]]:
+        require_authenticated(caller)
+        gateway.list_keys(caller)  # the same role check as the other operator routes
+        rows = []
+        for backend in gateway.backends():
+            health = gateway.health.get(backend.model)
+            rows.append(
+                {
+                    "model": backend.model,
+                    "kind": backend.kind.value,
+                    "url": backend.url,
+                    "remote_model": backend.remote_model,
+                    "timeout_s": backend.timeout_s,
+                    "healthy": None if health is None else health[0],
+                    "health_detail": None if health is None else health[1],
+                    "checked_at": None if health is None else health[2],
+                }
+            )
+        return rows
+
+    @router.get("/usage", response_model=None)
+    def usage(
+        organisation: str | None = None,
+        since: str | None = Query(None, description="first day, YYYY-MM-DD"),
+        until: str | None = Query(None, description="last day, YYYY-MM-DD"),
+        format: Literal["json", "csv"] = "json",
+        caller: Caller = Depends(caller_of),
+    ) -> Response:
+        require_authenticated(caller)
+        rows = gateway.usage(caller, organisation=organisation, since=since, until=until)
+        if format == "csv":
+            return PlainTextResponse(
+                gateway.usage_csv(rows),
+                media_type="text/csv",
+                headers={"content-disposition": 'attachment; filename="usage.csv"'},
+            )
+        return JSONResponse([row.as_dict() for row in rows])
+
+    @router.get("/alerts")
+    def alerts(open_only: bool = False, caller: Caller = Depends(caller_of)) -> list[dict[str, Any]]:
+        require_authenticated(caller)
+        return [alert.as_dict() for alert in gateway.alerts(caller, open_only=open_only)]
+
+    @router.post("/alerts/{alert_id}/pick-up", status_code=204)
+    def pick_up(alert_id: str, caller: Caller = Depends(caller_of)) -> Response:
+        require_authenticated(caller)
+        gateway.pick_up_alert(caller, alert_id)
+        return Response(status_code=204)
+
+    return router
+
+
+# --- the gateway's life cycle, and the gateway alone -----------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def gateway_running(service: GatewayService) -> AsyncIterator[None]:
+    """Start the meter and the health checks with the server; flush and close with it."""
+    await asyncio.to_thread(service.start)
+    health = asyncio.create_task(service.health_loop())
+    try:
+        yield
+    finally:
+        health.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await health
+        await asyncio.to_thread(service.meter.flush)
+        await service.aclose()
+
+
+def create_gateway_app(services: Services) -> FastAPI:
+    """Only `/v1` and `/healthz`: what `aperture gateway` serves behind a load balancer."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        async with gateway_running(services.gateway):
+            yield
+
+    app = FastAPI(
+        title="Aperture gateway",
+        version=__version__,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/v1/openapi.json",
+        lifespan=lifespan,
+    )
+    app.include_router(build_openai_router(services.gateway, services.settings.gateway_max_body_bytes))
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok", "version": __version__, "role": "gateway"}
+
+    @app.exception_handler(404)
+    async def _missing(request: Request, _: Exception) -> Response:
+        return JSONResponse(openai_error(404, f"no route {request.url.path}", "not_found"), status_code=404)
+
+    return app
