@@ -14,6 +14,7 @@ from aperture.audit.service import AuditLog
 from aperture.core import db
 from aperture.core.clock import Clock, SystemClock
 from aperture.core.errors import Conflict, NotInitialised
+from aperture.licensing.service import LicensingService, LicensingSettings, load_checklist
 from aperture.registry.service import RegistryService
 from aperture.release.service import ReleaseService
 from aperture.risk.datasets import DataDirectory
@@ -40,6 +41,7 @@ class Services:
     risk: RiskService
     security: SecurityService
     release: ReleaseService
+    licensing: LicensingService
     _keys: InstanceKeys | None = field(default=None, repr=False)
 
     @cached_property
@@ -94,6 +96,22 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
         judge_provider(data, engines),
         chunk_runner,
     )
+    release = ReleaseService(database, audit, clock, registry)
+    licensing = LicensingService(
+        database,
+        audit,
+        clock,
+        access,
+        registry,
+        vault,
+        release,
+        LicensingSettings(
+            checklist=load_checklist(settings.licensing_checklist),
+            alpha=settings.licensing_alpha,
+            null_keys=settings.licensing_null_keys,
+            token_ttl=timedelta(seconds=settings.download_token_ttl_s),
+        ),
+    )
     services = Services(
         settings=settings,
         database=database,
@@ -104,7 +122,8 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
         registry=registry,
         risk=risk,
         security=security,
-        release=ReleaseService(database, audit, clock, registry),
+        release=release,
+        licensing=licensing,
     )
     return services
 

@@ -62,6 +62,16 @@ class Settings(BaseSettings):
         default=5, ge=1, description="Downloads in a day a person may always make before the baseline rule applies."
     )
 
+    licensing_checklist: Path | None = Field(
+        default=None, description="JSON file of licence screening questions; default is the shipped checklist."
+    )
+    licensing_alpha: float = Field(
+        default=2e-3, gt=0, le=0.05, description="Strength of the traceable mark in licensed copies (times row std)."
+    )
+    licensing_null_keys: int = Field(
+        default=200, ge=0, le=100_000, description="Never-issued keys scored for a trace report's empirical null."
+    )
+
     @field_validator("home", mode="after")
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:
