@@ -29,7 +29,9 @@ def seeds() -> list[bytes]:
     return [marking.licensee_seed(MASTER, "tiny", "1.0", org) for org in ORGS]
 
 
-def scores(suspect: dict[str, np.ndarray], base: dict[str, np.ndarray], seeds: list[bytes], reference=None) -> list[float]:
+def scores(
+    suspect: dict[str, np.ndarray], base: dict[str, np.ndarray], seeds: list[bytes], reference=None
+) -> list[float]:
     registered, _ = marking.register(suspect, base, embedding=EMBEDDING)
     residual = marking.residual(registered, base, reference)
     return [marking.zscore(residual, seed) for seed in seeds]
@@ -175,9 +177,17 @@ def _write_gguf(path: Path, weights: dict[str, np.ndarray], qtype_name: str) -> 
     from gguf.quants import quantize
 
     qtype = GGMLQuantizationType[qtype_name]
-    names = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
-             "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
-             "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm"}
+    names = {
+        "self_attn.q_proj": "attn_q",
+        "self_attn.k_proj": "attn_k",
+        "self_attn.v_proj": "attn_v",
+        "self_attn.o_proj": "attn_output",
+        "mlp.gate_proj": "ffn_gate",
+        "mlp.up_proj": "ffn_up",
+        "mlp.down_proj": "ffn_down",
+        "input_layernorm": "attn_norm",
+        "post_attention_layernorm": "ffn_norm",
+    }
     writer = GGUFWriter(str(path), "llama")
     writer.add_block_count(3)
     writer.add_head_count(4)

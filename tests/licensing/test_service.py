@@ -71,8 +71,9 @@ def test_an_application_for_a_model_outside_the_licensed_tier_is_refused(world: 
     with pytest.raises(Conflict, match="hosted tier"):
         apply(world)
     with pytest.raises(NotFound):
-        world.services.licensing.apply(world.caller("alan"), "nope:1", intended_use="x", fields_of_use=["a"],
-                                       territories=["FR"], claimed_level=3)
+        world.services.licensing.apply(
+            world.caller("alan"), "nope:1", intended_use="x", fields_of_use=["a"], territories=["FR"], claimed_level=3
+        )
     assert world.services.licensing.list_applications(world.caller("olive")) == []
 
 
@@ -84,8 +85,9 @@ def test_bad_applications_name_the_problem(world: World) -> None:
     with pytest.raises(InvalidInput, match="field of use"):
         apply(world, fields_of_use=[])
     with pytest.raises(Forbidden, match="organisation"):
-        world.services.licensing.apply(SYSTEM, REFERENCE, intended_use="x", fields_of_use=["a"], territories=["FR"],
-                                       claimed_level=3)
+        world.services.licensing.apply(
+            SYSTEM, REFERENCE, intended_use="x", fields_of_use=["a"], territories=["FR"], claimed_level=3
+        )
 
 
 def test_screening_and_a_second_approver_for_upper_tier_models(world: World) -> None:
@@ -149,7 +151,9 @@ def test_evidence_is_kept_with_the_screening_answer(world: World, tmp_path: Path
     evidence = tmp_path / "audit.pdf"
     evidence.write_bytes(b"%PDF-1.4 audit report")
     application = apply(world)
-    after = world.services.licensing.screen(world.caller("olive"), application.id, "security", "pass", evidence=[evidence])
+    after = world.services.licensing.screen(
+        world.caller("olive"), application.id, "security", "pass", evidence=[evidence]
+    )
     assert after.screening[0].evidence and len(after.screening[0].evidence[0]) == 64
 
 
@@ -212,7 +216,9 @@ def test_copies_are_sealed_self_tested_logged_and_traced(world: World, tmp_path:
     world.unseal()
     licensing = world.services.licensing
     acme, beta, gamma = licensed(world, "alan"), licensed(world, "bea"), licensed(world, "gus")
-    copies = {lic.terms.organisation: licensing.issue_copy(world.caller("olive"), lic.id) for lic in (acme, beta, gamma)}
+    copies = {
+        lic.terms.organisation: licensing.issue_copy(world.caller("olive"), lic.id) for lic in (acme, beta, gamma)
+    }
     copy = copies["acme"]
     assert copy.self_test_z > 50
     marked = [f for f in copy.files if f.marked]

@@ -58,10 +58,14 @@ class SteppingClock:
         self.offset += delta
 
 
-def tiny_llama_weights(seed: int = 7, layers: int = 2, hidden: int = 64, ffn: int = 128, vocab: int = 96) -> dict[str, np.ndarray]:
+def tiny_llama_weights(
+    seed: int = 7, layers: int = 2, hidden: int = 64, ffn: int = 128, vocab: int = 96
+) -> dict[str, np.ndarray]:
     """Llama-shaped random weights (Hugging Face names), row scales log-normal like real models."""
     rng = np.random.default_rng(seed)
-    weights: dict[str, np.ndarray] = {"model.embed_tokens.weight": (rng.standard_normal((vocab, hidden)) * 0.02).astype(np.float32)}
+    weights: dict[str, np.ndarray] = {
+        "model.embed_tokens.weight": (rng.standard_normal((vocab, hidden)) * 0.02).astype(np.float32)
+    }
     shapes = {
         "self_attn.q_proj": (hidden, hidden),
         "self_attn.k_proj": (hidden // 2, hidden),

@@ -87,7 +87,8 @@ def _kind(name: str) -> str:
 
 
 def row_sigma(weight: Array) -> Array:
-    return np.asarray(weight, dtype=np.float32).std(axis=1, keepdims=True)
+    sigma: Array = np.asarray(weight, dtype=np.float32).std(axis=1, keepdims=True)
+    return sigma
 
 
 def embed(weights: Weights, seed: bytes, alpha: float = ALPHA) -> dict[str, Array]:
@@ -147,7 +148,8 @@ class Registration:
 def _unit_rows(matrix: Array) -> Array:
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     norms[norms == 0] = 1.0
-    return matrix / norms
+    unit: Array = matrix / norms
+    return unit
 
 
 def _align_rows(suspect: Array, original: Array) -> Array | None:
@@ -172,7 +174,8 @@ def _rescale_rows(suspect: Array, original: Array) -> Array | None:
     scale[~np.isfinite(scale) | (scale == 0)] = 1.0
     if float(np.max(np.abs(scale - 1.0))) < 0.05:
         return None
-    return scale.astype(np.float32)
+    fitted: Array = scale.astype(np.float32)
+    return fitted
 
 
 def _rotation(suspect_embedding: Array, original_embedding: Array) -> Array | None:
@@ -185,7 +188,8 @@ def _rotation(suspect_embedding: Array, original_embedding: Array) -> Array | No
     q = u @ vt
     if np.linalg.norm(es - e0 @ q) > 0.5 * np.linalg.norm(e0):
         return None  # not a rotation of the original embedding: nothing to undo
-    return q.astype(np.float32)
+    rotation: Array = q.astype(np.float32)
+    return rotation
 
 
 def register_tensor(name: str, suspect: Array, original: Array, rotation: Array | None, report: Registration) -> Array:
@@ -283,7 +287,8 @@ def residual_vector(name: str, registered: Array, original: Array, reference: Re
     r = registered - base
     r[registered == 0] = 0.0
     r *= row_sigma(w0)
-    return r.ravel()
+    flat: Array = r.ravel()
+    return flat
 
 
 def residual(
@@ -332,3 +337,39 @@ def energy_ratio(marked: Weights, original: Weights) -> float:
         diff += float(np.vdot(d, d))
         base += float(np.vdot(w0, w0))
     return float(np.sqrt(diff / base)) if base else 0.0
+
+
+CONFIRM_SCREEN_Z = 2.5
+
+
+@dataclass(frozen=True)
+class Scored:
+    key: str
+    screen_z: float
+    z: float | None  # on every coordinate; None when the screen left the key out
+
+
+def screen_subset(res: Residual, fraction: float) -> Residual:
+    sizes = {name: vector.size for name, vector in res.vectors.items()}
+    return res.subset(screening_names(list(res.vectors), fraction, sizes))
+
+
+def score_keys(
+    res: Residual,
+    seeds: Mapping[str, bytes],
+    *,
+    screen_fraction: float,
+    confirm_top: int,
+    confirm_screen_z: float = CONFIRM_SCREEN_Z,
+) -> list[Scored]:
+    """Screen every key on a coordinate subset (z shrinks by about sqrt(fraction)), then confirm
+    on every coordinate the `confirm_top` best and any key whose screen z reaches
+    `confirm_screen_z`. Sorted best first. With fraction 1 every key gets the full test."""
+    if screen_fraction >= 1:
+        full = [Scored(key, z, z) for key, z in ((key, zscore(res, seed)) for key, seed in seeds.items())]
+        return sorted(full, key=lambda s: -s.screen_z)
+    screen = screen_subset(res, screen_fraction)
+    screened = sorted(((key, zscore(screen, seed)) for key, seed in seeds.items()), key=lambda item: -item[1])
+    chosen = {key for key, _ in screened[:confirm_top]} | {key for key, z in screened if z >= confirm_screen_z}
+    out = [Scored(key, z, zscore(res, seeds[key]) if key in chosen else None) for key, z in screened]
+    return sorted(out, key=lambda s: -(s.z if s.z is not None else -1e9 + s.screen_z))

@@ -97,7 +97,7 @@ class LicensingSettings:
     alpha: float = marking.ALPHA
     threshold: float = marking.THRESHOLD
     null_keys: int = 200
-    screen_fraction: float = 0.02
+    screen_fraction: float = 0.03
     confirm_top: int = 8
     token_ttl: timedelta = TOKEN_TTL
 
@@ -924,37 +924,26 @@ class LicensingService:
             vectors[name] = marking.residual_vector(name, registered, w0, reference)
             shapes[name] = tuple(w0.shape)
         residual = marking.Residual.of(vectors, shapes)
-        sizes = {name: vector.size for name, vector in vectors.items()}
-        screen = residual.subset(marking.screening_names(list(vectors), config.screen_fraction, sizes))
+        screen = marking.screen_subset(residual, config.screen_fraction)
         issued = [copy for copy in copies if copy.model_version_id == version.id]
         seeds = {copy.organisation: self._seed(master, copy.model, copy.organisation) for copy in issued}
-        first_copy = {}
+        first_copy: dict[str, Copy] = {}
         for copy in issued:
             first_copy.setdefault(copy.organisation, copy)
-        screened = sorted(
-            ((organisation, marking.zscore(screen, seed)) for organisation, seed in seeds.items()),
-            key=lambda item: -item[1],
+        scored = marking.score_keys(
+            residual, seeds, screen_fraction=config.screen_fraction, confirm_top=config.confirm_top
         )
-        # Confirm on every coordinate: the top candidates, and anyone whose screen z is notable.
-        scale = float(np.sqrt(residual.coordinates / max(1, screen.coordinates)))
-        confirm = {org for org, z in screened[: config.confirm_top]} | {
-            org for org, z in screened if z * scale >= config.threshold / 2
-        }
-        scores: list[KeyScore] = []
-        for organisation, screen_z in screened:
-            full = marking.zscore(residual, seeds[organisation]) if organisation in confirm else None
-            copy = first_copy[organisation]
-            scores.append(
-                KeyScore(
-                    copy.id,
-                    organisation,
-                    copy.licence_id,
-                    screen_z,
-                    full,
-                    full is not None and full >= config.threshold,
-                )
+        scores = [
+            KeyScore(
+                first_copy[s.key].id,
+                s.key,
+                first_copy[s.key].licence_id,
+                s.screen_z,
+                s.z,
+                s.z is not None and s.z >= config.threshold,
             )
-        scores.sort(key=lambda s: -(s.z if s.z is not None else s.screen_z))
+            for s in scored
+        ]
         nonce = secrets.token_bytes(16)
         count = config.null_keys if null_keys is None else null_keys
         null = marking.empirical_null(screen, nonce, count)

@@ -315,7 +315,7 @@ def safetensors_stream(
         yield memoryview(struct.pack("<Q", len(encoded)) + encoded)
         for name in names:
             array = arrays[name] if transform is None else transform(name, arrays[name])
-            yield memoryview(np.ascontiguousarray(array)).cast("B")
+            yield np.ascontiguousarray(array).reshape(-1).view(np.uint8).data
 
     return total, chunks()
 
