@@ -912,7 +912,8 @@ class LicensingService:
         rotation = marking.rotation_of(suspect.get(EMBEDDING), original.arrays.get(EMBEDDING))
         registration = marking.Registration(rotated=rotation is not None)
         reference = requantized_reference(suspect.quantization)
-        vectors: dict[str, np.ndarray] = {}
+        vectors: dict[str, np.ndarray] = {}  # compacted one tensor at a time (float16 and a scale)
+        scales: dict[str, float] = {}
         shapes: dict[str, tuple[int, ...]] = {}
         for name in marking.marked_names(original.arrays):
             w0 = original.arrays[name]
@@ -921,9 +922,9 @@ class LicensingService:
                 registration.missing.append(name)
                 continue
             registered = marking.register_tensor(name, s, w0, rotation, registration)
-            vectors[name] = marking.residual_vector(name, registered, w0, reference)
+            vectors[name], scales[name] = marking.compact(marking.residual_vector(name, registered, w0, reference))
             shapes[name] = tuple(w0.shape)
-        residual = marking.Residual.of(vectors, shapes)
+        residual = marking.Residual.build(vectors, scales, shapes)
         screen = marking.screen_subset(residual, config.screen_fraction)
         issued = [copy for copy in copies if copy.model_version_id == version.id]
         seeds = {copy.organisation: self._seed(master, copy.model, copy.organisation) for copy in issued}
