@@ -97,7 +97,7 @@ class LicensingSettings:
     alpha: float = marking.ALPHA
     threshold: float = marking.THRESHOLD
     null_keys: int = 200
-    screen_fraction: float = 0.03
+    screen_fraction: float = 0.02
     confirm_top: int = 8
     token_ttl: timedelta = TOKEN_TTL
 
@@ -189,6 +189,10 @@ class LicensingService:
     def _require_officer(self, caller: Caller) -> None:
         if not self.is_officer(caller):
             raise Forbidden("only licensing officers do this", hint="a person with the licensing_officer role")
+
+    def require_tracer(self, caller: Caller) -> None:
+        """Tracing and the reverse question: licensing officers and administrators."""
+        self._require_manager(caller)
 
     def _require_manager(self, caller: Caller) -> None:
         """Lifecycle steps: a licensing officer, or the instance's administrator (the CLI operator)."""
