@@ -67,6 +67,7 @@ def _mount() -> None:
     from aperture.access.cli import access_app
     from aperture.access.cli import app as keys_app
     from aperture.audit.cli import app as audit_app
+    from aperture.licensing.cli import app as licensing_app
     from aperture.registry.cli import app as models_app
     from aperture.risk.cli import app as assess_app
     from aperture.security.cli import seal_app, security_app
@@ -79,6 +80,7 @@ def _mount() -> None:
     app.add_typer(access_app, name="access")
     app.add_typer(seal_app, name="seal")
     app.add_typer(security_app, name="security")
+    app.add_typer(licensing_app, name="licensing")
     app.command()(serve)
     app.command()(demo)
 

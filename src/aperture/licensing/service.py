@@ -28,7 +28,15 @@ from aperture.audit.service import AuditLog
 from aperture.core.canonical import canonical_json
 from aperture.core.clock import Clock
 from aperture.core.db import Database
-from aperture.core.errors import Conflict, Forbidden, IntegrityFailure, InvalidInput, NotFound, NotInitialised
+from aperture.core.errors import (
+    Conflict,
+    Forbidden,
+    IntegrityFailure,
+    InvalidInput,
+    NotFound,
+    NotInitialised,
+    Unavailable,
+)
 from aperture.core.ids import new_id
 from aperture.licensing import marking, store
 from aperture.licensing.domain import (
@@ -1062,11 +1070,16 @@ class LicensingService:
                     original = self._load_original(version)
                 except InvalidInput:
                     continue
+                except Unavailable:  # an upper-tier original while this process is sealed
+                    lineage.append({"model": version.reference, "similarity": "unchecked: the upper tier is sealed"})
+                    continue
                 similarity = _lineage(suspect, original)
                 if similarity is not None:
                     lineage.append({"model": version.reference, "similarity": f"{similarity:.4f}"})
-        lineage.sort(key=lambda item: -float(item["similarity"]))
-        derived = [item["model"] for item in lineage if float(item["similarity"]) >= LINEAGE_THRESHOLD]
+        checked = [item for item in lineage if not item["similarity"].startswith("unchecked")]
+        checked.sort(key=lambda item: -float(item["similarity"]))
+        derived = [item["model"] for item in checked if float(item["similarity"]) >= LINEAGE_THRESHOLD]
+        lineage = checked + [item for item in lineage if item["similarity"].startswith("unchecked")]
         self.audit.record(
             actor=caller.actor,
             action="licensing.identify",
