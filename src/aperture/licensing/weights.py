@@ -322,24 +322,33 @@ def safetensors_stream(
 
 def iter_safetensors(chunks: Iterable[bytes]) -> Iterator[tuple[str, np.ndarray]]:
     """(name, array) for each tensor of a safetensors byte stream, in file order, holding one
-    tensor in memory at a time (reading back a sealed copy for its self-test)."""
+    tensor in memory at a time (reading back a sealed copy for its self-test). Each tensor's bytes
+    are copied once, straight from the chunks into a buffer of its exact size."""
     source = iter(chunks)
-    pending = bytearray()
+    current = memoryview(b"")
 
-    def take(count: int) -> bytes:
-        while len(pending) < count:
-            try:
-                pending.extend(next(source))
-            except StopIteration:
-                raise InvalidInput("the safetensors stream ended early", hint="the copy is damaged") from None
-        out = bytes(pending[:count])
-        del pending[:count]
-        return out
+    def fill(target: memoryview) -> None:
+        nonlocal current
+        done = 0
+        while done < len(target):
+            if not current:
+                try:
+                    current = memoryview(next(source)).cast("B")
+                except StopIteration:
+                    raise InvalidInput("the safetensors stream ended early", hint="the copy is damaged") from None
+            take = min(len(current), len(target) - done)
+            target[done : done + take] = current[:take]
+            current = current[take:]
+            done += take
 
-    (length,) = struct.unpack("<Q", take(8))
+    head = bytearray(8)
+    fill(memoryview(head))
+    (length,) = struct.unpack("<Q", head)
     if length > MAX_HEADER:
         raise InvalidInput("not a safetensors stream: bad header length", hint="the copy is damaged")
-    header = json.loads(take(length))
+    header_bytes = bytearray(length)
+    fill(memoryview(header_bytes))
+    header = json.loads(header_bytes)
     header.pop("__metadata__", None)
     entries = sorted(header.items(), key=lambda item: int(item[1]["data_offsets"][0]))
     position = 0
@@ -348,6 +357,7 @@ def iter_safetensors(chunks: Iterable[bytes]) -> Iterator[tuple[str, np.ndarray]
         start, end = (int(x) for x in entry["data_offsets"])
         if dtype is None or start != position:
             raise InvalidInput(f"tensor {name} cannot be read back", hint="the copy is damaged")
-        data = take(end - start)
+        data = bytearray(end - start)
+        fill(memoryview(data))
         position = end
         yield name, np.frombuffer(data, dtype=dtype).reshape(tuple(int(n) for n in entry["shape"]))
