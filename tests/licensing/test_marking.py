@@ -262,3 +262,17 @@ def test_a_directory_of_shards_with_prefixed_names_is_mapped(base, seeds, tmp_pa
     assert set(marking.marked_names(loaded)) == set(marking.marked_names(base))
     z = scores(loaded, base, seeds)
     assert z[0] > 100
+
+
+def test_a_bfloat16_copy_is_read_and_traced(base, seeds, tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import save_file as save_torch
+
+    copy = marking.embed(base, seeds[3])
+    path = tmp_path / "bf16.safetensors"
+    save_torch({k: torch.from_numpy(np.ascontiguousarray(v)).to(torch.bfloat16) for k, v in copy.items()}, str(path))
+    suspect = open_suspect(path)
+    loaded = {name: suspect.get(name) for name in suspect.names}
+    assert loaded[EMBEDDING].dtype == np.float32
+    z = scores(loaded, base, seeds)
+    assert z[3] > 6 and innocent_max(z, {3}) < 4.5

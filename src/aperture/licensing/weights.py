@@ -98,26 +98,6 @@ def _refuse_pickle(path: Path) -> None:
         )
 
 
-def _check_safetensors_header(path: Path) -> None:
-    size = path.stat().st_size
-    with path.open("rb") as handle:
-        head = handle.read(8)
-        if len(head) < 8:
-            raise InvalidInput(f"{path.name} is not a model: too short for safetensors", hint=SUSPECT_HINT)
-        (length,) = struct.unpack("<Q", head)
-        if length > MAX_HEADER or length + 8 > size:
-            raise InvalidInput(f"{path.name} is not a model: no safetensors header", hint=SUSPECT_HINT)
-        header = handle.read(length)
-    try:
-        parsed = json.loads(header)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise InvalidInput(
-            f"{path.name} is not a model: its safetensors header is not JSON", hint=SUSPECT_HINT
-        ) from None
-    if not isinstance(parsed, dict):
-        raise InvalidInput(f"{path.name} is not a model: its safetensors header is not a table", hint=SUSPECT_HINT)
-
-
 SUSPECT_HINT = "give a safetensors file, a directory of *.safetensors shards, or a GGUF file"
 
 
@@ -144,26 +124,82 @@ def open_suspect(path: Path) -> SuspectWeights:
     return _open_safetensors(path, [path])
 
 
-def _open_safetensors(path: Path, shards: list[Path]) -> SuspectWeights:
-    from safetensors import SafetensorError, safe_open
-
-    where: dict[str, tuple[Path, str]] = {}
-    for shard in shards:
-        _check_safetensors_header(shard)
+def _read_header(path: Path) -> tuple[int, dict[str, Any]]:
+    """(data offset, header) of a safetensors file, every tensor's offsets checked against the file."""
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        head = handle.read(8)
+        if len(head) < 8:
+            raise InvalidInput(f"{path.name} is not a model: too short for safetensors", hint=SUSPECT_HINT)
+        (length,) = struct.unpack("<Q", head)
+        if length > MAX_HEADER or length + 8 > size:
+            raise InvalidInput(f"{path.name} is not a model: no safetensors header", hint=SUSPECT_HINT)
+        raw = handle.read(length)
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise InvalidInput(
+            f"{path.name} is not a model: its safetensors header is not JSON", hint=SUSPECT_HINT
+        ) from None
+    if not isinstance(header, dict):
+        raise InvalidInput(f"{path.name} is not a model: its safetensors header is not a table", hint=SUSPECT_HINT)
+    header.pop("__metadata__", None)
+    data = 8 + length
+    for name, entry in header.items():
         try:
-            with safe_open(str(shard), framework="pt") as handle:
-                for name in handle.keys():  # noqa: SIM118 - safe_open has no __iter__
-                    where[canonical_name(name)] = (shard, name)
-        except (SafetensorError, OSError, ValueError) as error:
-            raise InvalidInput(f"{shard.name} is not a readable safetensors file: {error}", hint=SUSPECT_HINT) from None
+            start, end = (int(x) for x in entry["data_offsets"])
+            count = int(np.prod([int(n) for n in entry["shape"]])) if entry["shape"] else 1
+            width = _READ_DTYPES[entry["dtype"]][1]
+        except (KeyError, TypeError, ValueError):
+            raise InvalidInput(
+                f"{path.name}: tensor {name} has an unreadable entry or dtype", hint=SUSPECT_HINT
+            ) from None
+        if not 0 <= start <= end <= size - data or end - start != count * width:
+            raise InvalidInput(f"{path.name}: tensor {name} lies outside the file", hint="the file is damaged")
+    return data, header
+
+
+# safetensors dtype -> (numpy dtype to read, bytes per element); BF16 is widened by a bit shift.
+_READ_DTYPES: dict[str, tuple[str, int]] = {
+    "F32": ("<f4", 4),
+    "F16": ("<f2", 2),
+    "BF16": ("<u2", 2),
+    "F64": ("<f8", 8),
+    "I8": ("i1", 1),
+    "U8": ("u1", 1),
+    "I16": ("<i2", 2),
+    "I32": ("<i4", 4),
+    "I64": ("<i8", 8),
+}
+
+
+def _open_safetensors(path: Path, shards: list[Path]) -> SuspectWeights:
+    """Our own reader: each tensor is read with pread into its own array (no memory map, so
+    tracing's memory holds only the tensor being registered), after every offset was checked."""
+    where: dict[str, tuple[Path, int, dict[str, Any]]] = {}
+    for shard in shards:
+        data, header = _read_header(shard)
+        for name, entry in header.items():
+            where[canonical_name(name)] = (shard, data, entry)
     if not where:
         raise InvalidInput(f"{path.name} holds no tensors", hint=SUSPECT_HINT)
 
     def load(name: str) -> np.ndarray:
-        shard, original = where[name]
-        with safe_open(str(shard), framework="pt") as handle:
-            tensor = handle.get_tensor(original)
-        return np.asarray(tensor.float().numpy(), dtype=np.float32)
+        shard, data, entry = where[name]
+        start, end = (int(x) for x in entry["data_offsets"])
+        kind, _ = _READ_DTYPES[entry["dtype"]]
+        buffer = bytearray(end - start)
+        with shard.open("rb") as handle:
+            handle.seek(data + start)
+            if handle.readinto(buffer) != len(buffer):
+                raise InvalidInput(f"{shard.name}: tensor {name} is truncated", hint="the file is damaged")
+        raw = np.frombuffer(buffer, dtype=kind)
+        if entry["dtype"] == "BF16":
+            widened = raw.astype(np.uint32) << 16
+            array = widened.view(np.float32)
+        else:
+            array = raw.astype(np.float32)
+        return array.reshape(tuple(int(n) for n in entry["shape"]))
 
     return SuspectWeights(path, "safetensors", sorted(where), load, files=shards)
 
