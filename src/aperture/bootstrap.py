@@ -16,6 +16,7 @@ from aperture.core.clock import Clock, SystemClock
 from aperture.core.errors import Conflict, NotInitialised
 from aperture.gateway.limits import Limiter, LocalLimiter, RedisLimiter
 from aperture.gateway.service import GatewayConfig, GatewayService
+from aperture.licensing.service import LicensingService, LicensingSettings, load_checklist
 from aperture.registry.service import RegistryService
 from aperture.release.service import ReleaseService, board_rules
 from aperture.risk.datasets import DataDirectory
@@ -43,6 +44,7 @@ class Services:
     security: SecurityService
     release: ReleaseService
     gateway: GatewayService
+    licensing: LicensingService
     _keys: InstanceKeys | None = field(default=None, repr=False)
 
     @cached_property
@@ -99,6 +101,21 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
         chunk_runner,
     )
     release = ReleaseService(database, audit, clock, registry, risk, access, board_rules(settings))
+    licensing = LicensingService(
+        database,
+        audit,
+        clock,
+        access,
+        registry,
+        vault,
+        release,
+        LicensingSettings(
+            checklist=load_checklist(settings.licensing_checklist),
+            alpha=settings.licensing_alpha,
+            null_keys=settings.licensing_null_keys,
+            token_ttl=timedelta(seconds=settings.download_token_ttl_s),
+        ),
+    )
     services = Services(
         settings=settings,
         database=database,
@@ -122,6 +139,7 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
             work_dir=settings.gateway_dir,
             config=gateway_config(settings),
         ),
+        licensing=licensing,
     )
     return services
 

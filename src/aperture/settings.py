@@ -110,6 +110,15 @@ class Settings(BaseSettings):
     gateway_health_interval_s: int = Field(
         default=30, ge=0, description="Seconds between health checks of remote backends; 0 disables."
     )
+    licensing_checklist: Path | None = Field(
+        default=None, description="JSON file of licence screening questions; default is the shipped checklist."
+    )
+    licensing_alpha: float = Field(
+        default=2e-3, gt=0, le=0.05, description="Strength of the traceable mark in licensed copies (times row std)."
+    )
+    licensing_null_keys: int = Field(
+        default=200, ge=0, le=100_000, description="Never-issued keys scored for a trace report's empirical null."
+    )
 
     @field_validator("home", mode="after")
     @classmethod

@@ -35,6 +35,7 @@ class Role(StrEnum):
     RAID_ANALYST = "raid_analyst"
     MEMBER_DELEGATE = "member_delegate"
     LICENSEE = "licensee"
+    LICENSING_OFFICER = "licensing_officer"
     API_CUSTOMER = "api_customer"
     RESEARCHER = "researcher"
     PUBLIC = "public"

@@ -319,3 +319,19 @@ def _uuid4() -> object:
     import uuid
 
     return uuid.UUID(bytes=secrets.token_bytes(16), version=4)
+
+
+def open_sealed_bytes(data: bytes, tier_private: bytes, artifact_id: str) -> bytes:
+    """The plaintext of a small sealed payload held in memory (a secret kept in the database)."""
+    if len(data) < HEADER_SIZE + TAG:
+        raise _tampered("the sealed payload is truncated")
+    aead, prefix, chunk, aad = _open_header(data[:HEADER_SIZE], tier_private, artifact_id)
+    body = data[HEADER_SIZE:]
+    pieces = [body[i : i + chunk + TAG] for i in range(0, len(body), chunk + TAG)]
+    out = []
+    for counter, piece in enumerate(pieces):
+        try:
+            out.append(aead.decrypt(_nonce(prefix, counter, counter == len(pieces) - 1), piece, aad))
+        except InvalidTag:
+            raise _tampered(f"chunk {counter} does not authenticate") from None
+    return b"".join(out)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import secrets
 import threading
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
@@ -32,6 +33,7 @@ from aperture.vault.domain import SignedManifest, root_digest, verify_bundle
 from aperture.vault.keys import InstanceKeys, load_instance_keys
 from aperture.vault.sealed_files import require_digest, seal_file, unseal_digest, unseal_to
 from aperture.vault.sealing import (
+    CHUNK,
     SealedReader,
     Sealer,
     Share,
@@ -40,8 +42,10 @@ from aperture.vault.sealing import (
     generate_tier_key,
     new_artifact_id,
     open_sealed,
+    open_sealed_bytes,
     parse_share,
     public_of,
+    seal_bytes,
     share_hash,
     share_matches,
     split_key,
@@ -424,3 +428,70 @@ class VaultService:
                 with contextlib.suppress(FileNotFoundError):
                     destination.unlink()
                 raise
+
+    # --- small secrets and streamed payloads in the upper tier -------------------------------
+
+    def seal_secret(self, plain: bytes) -> tuple[str, str, bytes]:
+        """(keyring id, artifact id, sealed bytes) of a small secret, for a table to keep: writing
+        needs only the tier's public key; reading it back needs the tier unsealed."""
+        keyring = self._require_keyring()
+        artifact_id = new_artifact_id()
+        return keyring.id, artifact_id, seal_bytes(keyring.public_key, artifact_id, plain)
+
+    def open_secret(self, keyring_id: str, artifact_id: str, sealed: bytes) -> bytes:
+        keyring = self._require_keyring()
+        if keyring.id != keyring_id:
+            raise IntegrityFailure(
+                "the secret was sealed under another keyring", hint="restore the database that belongs to this seal"
+            )
+        return open_sealed_bytes(sealed, self._tier_key(), artifact_id)
+
+    def seal_stream(self, staged: Staging, chunks: Iterable[memoryview | bytes], size: int) -> SealedBlob:
+        """Seal a plaintext that is produced as it is written (a marked copy): it never touches the
+        disk unencrypted. `size` is the exact total; the digest is computed on the way."""
+        keyring = self._require_keyring()
+        artifact_id = new_artifact_id()
+        final = self.sealed_path(artifact_id)
+        final.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        temp = final.with_name(final.name + ".part")
+        sealer = Sealer(keyring.public_key, artifact_id, CHUNK)
+        count = sealer.chunk_count(size)
+        digest = hashlib.sha256()
+        buffer = bytearray(sealer.chunk)
+        fill = counter = written = 0
+        try:
+            with temp.open("xb") as out:
+                out.write(sealer.header)
+                for piece in chunks:
+                    view = memoryview(piece).cast("B")
+                    digest.update(view)
+                    written += len(view)
+                    position = 0
+                    while position < len(view):
+                        take = min(sealer.chunk - fill, len(view) - position)
+                        buffer[fill : fill + take] = view[position : position + take]
+                        fill += take
+                        position += take
+                        if fill == sealer.chunk and counter < count - 1:
+                            out.write(sealer.seal(counter, False, bytes(buffer)))
+                            counter += 1
+                            fill = 0
+                if written != size or counter != count - 1:
+                    raise IntegrityFailure(
+                        f"the stream gave {written} bytes, {size} were announced", hint="this is a bug: report it"
+                    )
+                out.write(sealer.seal(counter, True, bytes(buffer[:fill])))
+                out.flush()
+                os.fsync(out.fileno())
+            temp.rename(final)
+            fsync_directory(final.parent)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
+        blob = SealedBlob(artifact_id, digest.hexdigest(), size)
+        staged.sealed.append(blob)
+        return blob
+
+    def open_sealed_blob(self, blob: SealedBlob) -> Generator[bytes, None, None]:
+        """Read back a sealed blob just written (before any record references it): a self-test."""
+        return open_sealed(self.sealed_path(blob.artifact_id), self._tier_key(), blob.artifact_id, blob.digest)

@@ -311,6 +311,10 @@ def mount(app: FastAPI, services: Services) -> None:
             prices=services.gateway.prices(),
         )
 
+    from aperture.web.licensing_pages import mount_licensing
+
+    mount_licensing(app, services, render, me, back)
+
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def home(request: Request) -> HTMLResponse:
         models = services.registry.list_models(me(request))
