@@ -77,11 +77,11 @@ class TierControls:
 
 # Minimum storage levels follow RAND's SL ladder: public weights need no protection beyond
 # integrity; hosted weights stay in the lower or upper tier as the risk requires (frameworks
-# research, section 1.6); weights handed to licensees at least SL2; internal research SL4. The
+# research, section 1.6); weights too risky to open, handed to licensees, SL3; internal research SL4. The
 # upper tier (SL3+) for capable models is the policy's call, through its level caps.
 CONTROLS: dict[Tier, TierControls] = {
     Tier.OPEN: TierControls(Tier.OPEN, SecurityLevel.SL1, WeightHolders.ANYONE, True, True, True, False),
-    Tier.LICENSED: TierControls(Tier.LICENSED, SecurityLevel.SL2, WeightHolders.LICENSEES, True, True, True, True),
+    Tier.LICENSED: TierControls(Tier.LICENSED, SecurityLevel.SL3, WeightHolders.LICENSEES, True, True, True, True),
     Tier.HOSTED: TierControls(Tier.HOSTED, SecurityLevel.SL1, WeightHolders.STAFF, True, False, False, True),
     Tier.SECURED: TierControls(Tier.SECURED, SecurityLevel.SL4, WeightHolders.PROGRAMME, False, False, False, True),
 }
