@@ -56,7 +56,7 @@ def test_demo_imports_verifies_and_serves_the_bundled_model(tmp_path: Path, bund
         assert "Dissent" in page and "Release plan" in page and "six months hosted" in page
         report = httpx.get(f"{base}/api/v1/registry/{ref['name']}/{ref['version']}/report.md").text
         assert "## 7.2 Reasons for proceeding" in report and "EU Model Documentation Form" in report
-        events = httpx.get(f"{base}/api/v1/audit/events").json()["events"]
+        events = httpx.get(f"{base}/api/v1/audit/events", params={"limit": 500}).json()["events"]
         assert {"registry.version.registered", "registry.version.verified"} <= {e["action"] for e in events}
     finally:
         process.send_signal(signal.SIGINT)

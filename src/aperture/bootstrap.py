@@ -204,6 +204,7 @@ def init_instance(services: Services) -> IssuedKey:
     issued = services.access.issue_key(
         SYSTEM, name="first administrator", principal="admin", roles=(Role.ADMINISTRATOR,)
     )
+    services.release.adopt_policy(SYSTEM, services.release.shipped_policy_text(), "the shipped default policy")
     with services.database.transaction() as connection:
         services.audit.append(
             connection,
@@ -212,7 +213,6 @@ def init_instance(services: Services) -> IssuedKey:
             resource="instance",
             details={"signing_key_id": keys.key_id, "artifact_key_id": keys.artifact_key_id},
         )
-    services.release.adopt_policy(SYSTEM, services.release.shipped_policy_text(), "the shipped default policy")
     marker = {"schema_version": 1, "signing_key_id": keys.key_id, "artifact_key_id": keys.artifact_key_id}
     (settings.home / MARKER).write_text(json.dumps(marker) + "\n", encoding="utf-8")
     return issued
