@@ -33,9 +33,20 @@ def site(board: Board) -> Iterator[str]:
 def test_board_votes_in_the_browser_and_the_public_sees_the_decision(site: str, page: Any, board: Board) -> None:
     board.import_knowledge({"bio": 0.25, "chem": 0.25, "cyber": 0.25})
     release = board.services.release
-    pid = release.propose(board.director, board.version.reference, Tier.HOSTED, "Hosted first; open after review.")[
-        "id"
-    ]
+    # The programme director proposes through the form: a staged plan, hosted now and open later.
+    sign_in(page, site, "dora", next_page="/release")
+    form = page.locator("[data-propose]")
+    form.locator("select[name=tier]").select_option("hosted")
+    form.get_by_label("Rationale").fill("Hosted first; open after review.")
+    form.get_by_label("Later stages").fill("open@180:six months without serious incident")
+    shoot(page, "release-propose")
+    with page.expect_navigation():
+        form.get_by_role("button", name="Propose").click()
+    [listed] = release.proposals()
+    pid = listed["id"]
+    assert release.proposal(pid)["stages"][0]["tier"] == "open"
+    with page.expect_navigation():
+        page.get_by_role("button", name="Sign out").click()
     release.vote(board.caller("cy"), pid, False, "Open it now: the evidence is at chance.")
 
     sign_in(page, site, "ada", next_page="/release")

@@ -19,8 +19,10 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup, escape
 
 from aperture import __version__
-from aperture.access.domain import Action, Caller
-from aperture.core.errors import ApertureError, NotFound
+from aperture.access.domain import Action, Caller, Role
+from aperture.core.errors import ApertureError, InvalidInput, NotFound
+from aperture.release.domain import Tier
+from aperture.release.service import parse_stage
 from aperture.vault.keys import load_or_create_secret
 from aperture.web.charts import BudgetSeries, IntervalRow, ReferenceLine, budget_chart, interval_chart
 from aperture.web.sessions import Sessions, check_csrf, replace_session, session, viewer
@@ -383,15 +385,40 @@ def mount(app: FastAPI, services: Services) -> None:
             return back("/login?next=/release")
         proposals = [services.release.proposal(p["id"]) for p in services.release.proposals(caller=caller)]
         rules = services.release.rules
+        director = caller.has(Role.PROGRAMME_DIRECTOR)
+        versions = (
+            [f"{m.name}:{v}" for m in services.registry.list_models(caller) for v in m.versions] if director else []
+        )
         return render(
             request,
             "board.html",
             "release",
             proposals=proposals,
+            director=director,
+            versions=versions,
+            tiers=[t.value for t in Tier],
             member=caller.principal in services.release.board(),
             open_quorum=rules.open_quorum,
             cooling_days=f"{rules.cooling_off.total_seconds() / 86400:g}",
         )
+
+    @app.post("/release/proposals", include_in_schema=False)
+    def propose_form(
+        request: Request,
+        model: str = Form(...),
+        tier: str = Form(...),
+        rationale: str = Form(""),
+        stages: str = Form(""),
+        csrf: str = Form(""),
+    ) -> Response:
+        check_csrf(request, csrf)
+        planned = [parse_stage(line) for line in stages.splitlines() if line.strip()]
+        try:
+            chosen = Tier.parse(tier)
+        except ValueError as error:
+            raise InvalidInput(str(error), hint="choose a tier from the list") from None
+        services.release.propose(me(request), model, chosen, rationale, stages=planned)
+        return back("/release")
 
     @app.post("/release/proposals/{proposal_id}/vote", include_in_schema=False)
     def vote_form(
