@@ -233,3 +233,18 @@ def test_concurrent_requests_share_batches_and_a_disconnect_frees_the_slot(world
     while engine.active and time.monotonic() < deadline:
         time.sleep(0.02)
     assert engine.active == 0 and engine.cancelled == 1  # stopped for the client that left, slot freed
+
+
+def test_the_gateway_alone_serves_v1_and_healthz(world: World) -> None:
+    from aperture.gateway.http import create_gateway_app
+    from aperture.testing.server import running_server
+
+    with running_server(create_gateway_app(world.services)) as base:
+        assert httpx.get(f"{base}/healthz").json()["role"] == "gateway"
+        api = client(world, base)
+        assert [m.id for m in api.models.list()] == [world.model]
+        answer = api.completions.create(model=world.model, prompt="Hi", max_tokens=3)
+        assert answer.usage is not None and answer.usage.completion_tokens <= 3
+        missing = httpx.get(f"{base}/api/v1/models")
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+        assert httpx.get(f"{base}/v1/chat/completions").status_code == 405

@@ -98,6 +98,8 @@ class Tokens:
     def __init__(self, tokenizer: Any) -> None:
         self.tokenizer = tokenizer
         self.has_chat_template = bool(getattr(tokenizer, "chat_template", None))
+        # The Rust tokenizer itself, when there is one: the same ids without the Python wrapper's cost.
+        self._fast = getattr(tokenizer, "backend_tokenizer", None)
 
     def chat_prompt(self, messages: Sequence[dict[str, str]]) -> str:
         if not self.has_chat_template:
@@ -105,10 +107,12 @@ class Tokens:
         return str(self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True))
 
     def encode(self, text: str, *, special: bool = False) -> list[int]:
+        if self._fast is not None:
+            return list(self._fast.encode(text, add_special_tokens=special).ids)
         return list(self.tokenizer.encode(text, add_special_tokens=special))
 
     def count(self, text: str) -> int:
-        return len(self.tokenizer.encode(text, add_special_tokens=False)) if text else 0
+        return len(self.encode(text)) if text else 0
 
 
 class BatchingEngine:
