@@ -169,8 +169,15 @@ def start_backend(port: int) -> subprocess.Popen[bytes]:
 def prepare_instance(home: Path, backend_port: int) -> tuple[str, str]:
     """An instance with a small model version (the bundled tokenizer) bound to the backend, a key
     with rate limits and a monthly quota far above what the run uses, and a price."""
-    from aperture.access.domain import SYSTEM, Organisation, OrganisationKind, RuleOfLaw, SecurityLevel, State
-    from aperture.access.domain import StateKind
+    from aperture.access.domain import (
+        SYSTEM,
+        Organisation,
+        OrganisationKind,
+        RuleOfLaw,
+        SecurityLevel,
+        State,
+        StateKind,
+    )
     from aperture.bootstrap import build_services, init_instance
     from aperture.gateway.domain import BackendKind, Limits, ScopeKind
     from aperture.ml import bundled
@@ -221,8 +228,13 @@ def _tiny_weights(directory: Path) -> None:
     tokenizer.save_pretrained(str(directory))
 
 
+def child_env(**extra: str) -> dict[str, str]:
+    """This script's environment handed to a child process, with `extra` on top."""
+    return dict(os.environ, **extra)  # noqa: TID251 (a script handing its environment to a child)
+
+
 def start_gateway(home: Path, port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "APERTURE_HOME": str(home), "APERTURE_LOG_LEVEL": "WARNING"}
+    env = child_env(APERTURE_HOME=str(home), APERTURE_LOG_LEVEL="WARNING")
     process = subprocess.Popen([APERTURE, "gateway", "--port", str(port)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
     wait_ready(port, "/healthz", process)
     return process
@@ -248,7 +260,7 @@ def start_litellm(port: int, backend_port: int) -> subprocess.Popen[bytes] | Non
         "litellm_settings:\n"
         "  telemetry: false\n"
     )
-    env = {**os.environ, "LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False", "NO_DOCS": "True"}
+    env = child_env(LITELLM_LOG="ERROR", LITELLM_TELEMETRY="False", NO_DOCS="True")
     process = subprocess.Popen(
         [str(LITELLM), "--config", str(config), "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"],
         cwd=WORK,
@@ -323,7 +335,7 @@ def main() -> None:
         stop(processes.pop("gateway"))  # a clean stop flushes the write-ahead log into the database
         metered = subprocess.run(
             [APERTURE, "gateway", "usage", "--format", "json"],
-            env={**os.environ, "APERTURE_HOME": str(WORK / "home")},
+            env=child_env(APERTURE_HOME=str(WORK / "home")),
             capture_output=True,
             text=True,
             check=True,
