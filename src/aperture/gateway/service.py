@@ -61,7 +61,7 @@ from aperture.gateway.domain import (
     retry_after_header,
     tier_allows,
 )
-from aperture.gateway.engine import BatchingEngine, Event, Generation, Sampling, Tokens, load_tokenizer
+from aperture.gateway.engine import BatchingEngine, Event, Generation, Sampling, Tokens
 from aperture.gateway.limits import Limiter, Quota
 from aperture.gateway.metering import Meter
 from aperture.gateway.safety import Classifier, build_classifier, parse_classifier
@@ -744,7 +744,7 @@ class GatewayService:
                 found = None
                 if not self.registry.is_sealed(model.version):
                     try:
-                        found = Tokens(load_tokenizer(self._model_directory(model.version)))
+                        found = Tokens.from_directory(self._model_directory(model.version))
                     except (OSError, ValueError):
                         log.warning("no tokenizer for %s: metering the backend's usage", model.id)
                 self._tokens[model.id] = found
