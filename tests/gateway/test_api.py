@@ -248,3 +248,35 @@ def test_the_gateway_alone_serves_v1_and_healthz(world: World) -> None:
         missing = httpx.get(f"{base}/api/v1/models")
         assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
         assert httpx.get(f"{base}/v1/chat/completions").status_code == 405
+
+
+def test_a_client_that_leaves_before_a_whole_answer_stops_its_generation(world: World, served: str) -> None:
+    import json
+    import socket
+    from urllib.parse import urlsplit
+
+    engine = world.services.gateway._engines[world.model]
+    before = engine.cancelled
+    body = json.dumps(
+        {
+            "model": world.model,
+            "messages": [{"role": "user", "content": "Hi"}],
+            "max_tokens": 480,
+            "stop": ["never-in-output-zzz"],
+        }
+    ).encode()
+    where = urlsplit(served)
+    with socket.create_connection((where.hostname, where.port)) as connection:
+        connection.sendall(
+            f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {world.key}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        deadline = time.monotonic() + 10
+        while engine.active == 0 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert engine.active == 1
+    deadline = time.monotonic() + 10
+    while engine.active and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert engine.active == 0 and engine.cancelled == before + 1

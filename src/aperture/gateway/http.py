@@ -28,7 +28,7 @@ from starlette.routing import Route
 from aperture import __version__
 from aperture.access.domain import Caller
 from aperture.core.errors import ApertureError, InvalidInput, TooLarge
-from aperture.gateway.domain import openai_error
+from aperture.gateway.domain import BackendKind, openai_error
 from aperture.gateway.engine import Event
 from aperture.gateway.service import Admitted, CompletionRequest, ContentBlocked, GatewayService, RateLimited
 from aperture.http_support import bearer_token, caller_dependency, require_authenticated
@@ -293,6 +293,27 @@ async def _stream(
         await events.aclose()
 
 
+async def _unless_disconnected(request: Request, work: Coroutine[Any, Any, Any]) -> Any:
+    """`work`'s result, or None (with `work` cancelled) when the client disconnects first."""
+    task = asyncio.ensure_future(work)
+
+    async def gone() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watch = asyncio.ensure_future(gone())
+    try:
+        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return None
+
+
 # --- the /v1 router ---------------------------------------------------------------------------
 
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
@@ -342,14 +363,25 @@ def openai_handlers(service: GatewayService, max_body_bytes: int) -> dict[str, H
                 media_type="text/event-stream",
                 headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
             )
-        text = first.text
-        last = first
-        try:
-            while not last.done:
-                last = await anext(events)
-                text += last.text
-        finally:
-            await events.aclose()
+
+        async def collect() -> tuple[str, Event]:
+            text, last = first.text, first
+            try:
+                while not last.done:
+                    last = await anext(events)
+                    text += last.text
+            finally:
+                await events.aclose()
+            return text, last
+
+        if admitted.model.backend.kind is BackendKind.EMBEDDED and not first.done:
+            # The engine's time is the costly part: a client that leaves stops its generation.
+            collected = await _unless_disconnected(request, collect())
+            if collected is None:
+                return Response(status_code=499)
+            text, last = collected
+        else:
+            text, last = await collect()
         if last.finish_reason == "content_filter":
             raise ContentBlocked(
                 "the answer was withheld by the model's safety policy",

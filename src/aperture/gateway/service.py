@@ -822,9 +822,10 @@ class GatewayService:
                 )
         refusal = await self.limiter.admit(charges, quotas, reserve) if charges or quotas else None
         if refusal is not None:
-            if refusal.reason.startswith("the monthly"):
+            spent = next((q for q in quotas if q.label == refusal.reason), None)
+            if spent is not None:
                 raise RateLimited(
-                    f"{refusal.reason} ({quotas[0].limit if len(quotas) == 1 else 'its limit'} tokens) is used up",
+                    f"{spent.label} ({spent.limit} tokens) is used up",
                     retry_after_s=refusal.retry_after_s,
                     code="insufficient_quota",
                 )
