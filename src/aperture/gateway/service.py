@@ -170,7 +170,6 @@ class Admitted:
 
     id: str
     caller: GatewayCaller
-    served: ModelVersion
     model: ServedModel
     request: CompletionRequest
     max_new_tokens: int
@@ -842,7 +841,6 @@ class GatewayService:
         return Admitted(
             new_id(),
             caller,
-            model.version,
             model,
             request,
             max_new,
