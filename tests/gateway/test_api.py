@@ -233,3 +233,50 @@ def test_concurrent_requests_share_batches_and_a_disconnect_frees_the_slot(world
     while engine.active and time.monotonic() < deadline:
         time.sleep(0.02)
     assert engine.active == 0 and engine.cancelled == 1  # stopped for the client that left, slot freed
+
+
+def test_the_gateway_alone_serves_v1_and_healthz(world: World) -> None:
+    from aperture.gateway.http import create_gateway_app
+    from aperture.testing.server import running_server
+
+    with running_server(create_gateway_app(world.services)) as base:
+        assert httpx.get(f"{base}/healthz").json()["role"] == "gateway"
+        api = client(world, base)
+        assert [m.id for m in api.models.list()] == [world.model]
+        answer = api.completions.create(model=world.model, prompt="Hi", max_tokens=3)
+        assert answer.usage is not None and answer.usage.completion_tokens <= 3
+        missing = httpx.get(f"{base}/api/v1/models")
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+        assert httpx.get(f"{base}/v1/chat/completions").status_code == 405
+
+
+def test_a_client_that_leaves_before_a_whole_answer_stops_its_generation(world: World, served: str) -> None:
+    import json
+    import socket
+    from urllib.parse import urlsplit
+
+    engine = world.services.gateway._engines[world.model]
+    before = engine.cancelled
+    body = json.dumps(
+        {
+            "model": world.model,
+            "messages": [{"role": "user", "content": "Hi"}],
+            "max_tokens": 480,
+            "stop": ["never-in-output-zzz"],
+        }
+    ).encode()
+    where = urlsplit(served)
+    with socket.create_connection((where.hostname, where.port)) as connection:
+        connection.sendall(
+            f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {world.key}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        deadline = time.monotonic() + 10
+        while engine.active == 0 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert engine.active == 1
+    deadline = time.monotonic() + 10
+    while engine.active and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert engine.active == 0 and engine.cancelled == before + 1

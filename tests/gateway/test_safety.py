@@ -4,6 +4,7 @@ classifier, blocked requests refused, metered and kept as evidence, and alerts f
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import httpx
 import openai
@@ -119,3 +120,47 @@ def test_a_moderation_endpoint_as_classifier_fails_closed(world: World, served: 
     assert gateway.usage(SYSTEM)[0].blocked == 1  # the flagged request only
     with pytest.raises(InvalidInput):
         gateway.set_policy(SYSTEM, world.model, {"classifier": "magic"})
+
+
+@pytest.fixture(scope="module")
+def classifier_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random sequence classifier (labels safe/unsafe) with the bundled tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        num_labels=2,
+        id2label={0: "safe", 1: "unsafe"},
+        label2id={"safe": 0, "unsafe": 1},
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(5)
+    target = tmp_path_factory.mktemp("classifier")
+    LlamaForSequenceClassification(config).save_pretrained(str(target))
+    tokenizer.save_pretrained(str(target))
+    return target
+
+
+def test_a_local_classifier_flags_the_labels_it_is_told(world: World, served: str, classifier_dir: Path) -> None:
+    from transformers import pipeline
+
+    text = "a question about chemistry"
+    top = pipeline("text-classification", model=str(classifier_dir), device="cpu")(text)[0]["label"]
+    other = "unsafe" if top == "safe" else "safe"
+    gateway = world.services.gateway
+    api = _api(world, served)
+    gateway.set_policy(SYSTEM, world.model, {"classifier": f"model:{classifier_dir}#{top}"})
+    with pytest.raises(openai.PermissionDeniedError):
+        api.chat.completions.create(model=world.model, messages=[{"role": "user", "content": text}], max_tokens=2)
+    gateway.set_policy(SYSTEM, world.model, {"classifier": f"model:{classifier_dir}#{other}"})
+    answer = api.chat.completions.create(model=world.model, messages=[{"role": "user", "content": text}], max_tokens=2)
+    assert answer.usage is not None
+    with pytest.raises(InvalidInput):
+        gateway.set_policy(SYSTEM, world.model, {"classifier": f"model:{classifier_dir.parent / 'missing'}#unsafe"})

@@ -1,5 +1,10 @@
 """Remote backends: any OpenAI-compatible server (vLLM, TGI, llama.cpp server), reached through
-one pooled `httpx.AsyncClient` per event loop.
+one pooled `aiohttp.ClientSession` per event loop.
+
+aiohttp rather than httpx: with 32 connections open, httpx's pool (httpcore) polls every idle
+connection's socket on each request and spent about two thirds of the gateway's CPU time in a
+profile at concurrency 32 (its throughput fell from 590 requests/s at concurrency 4 to 200 at 32);
+aiohttp's connector hands out a kept-alive connection in constant time.
 
 A request is forwarded with the model name the server knows; streamed answers are passed through
 event by event (each `data:` line parsed once, to meter and check the text). A server that cannot
@@ -15,7 +20,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
+import aiohttp
 
 from aperture.core.errors import ApertureError
 
@@ -45,33 +50,35 @@ class BackendRefused(ApertureError):
 
 
 class Clients:
-    """One connection pool per event loop (an httpx.AsyncClient may not cross loops)."""
+    """One connection pool per event loop (a client session may not cross loops)."""
 
     def __init__(self, *, max_connections: int = 256) -> None:
         self.max_connections = max_connections
-        self._clients: dict[int, httpx.AsyncClient] = {}
+        self._sessions: dict[int, aiohttp.ClientSession] = {}
 
-    def get(self) -> httpx.AsyncClient:
+    def get(self) -> aiohttp.ClientSession:
         loop = id(asyncio.get_running_loop())
-        client = self._clients.get(loop)
-        if client is None:
-            limits = httpx.Limits(max_connections=self.max_connections, max_keepalive_connections=self.max_connections)
-            client = self._clients[loop] = httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(60.0))
-        return client
+        session = self._sessions.get(loop)
+        if session is None or session.closed:
+            connector = aiohttp.TCPConnector(limit=self.max_connections, keepalive_timeout=60)
+            session = self._sessions[loop] = aiohttp.ClientSession(
+                connector=connector, timeout=aiohttp.ClientTimeout(total=60), auto_decompress=True
+            )
+        return session
 
     async def aclose(self) -> None:
-        clients, self._clients = self._clients, {}
-        for client in clients.values():
-            with contextlib.suppress(Exception):  # a client of a loop that has ended
-                await client.aclose()
+        sessions, self._sessions = self._sessions, {}
+        for session in sessions.values():
+            with contextlib.suppress(Exception):  # a session of a loop that has ended
+                await session.close()
 
 
-def _timeout(seconds: float) -> httpx.Timeout:
-    return httpx.Timeout(seconds, connect=min(seconds, 5.0))
+def _timeout(seconds: float) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=seconds, connect=min(seconds, 5.0))
 
 
-def _failure(url: str, error: Exception) -> ApertureError:
-    if isinstance(error, httpx.TimeoutException):
+def _failure(url: str, error: BaseException) -> ApertureError:
+    if isinstance(error, asyncio.TimeoutError):
         return BackendTimeout(
             f"the backend at {url} did not answer in time", hint="retry later; the model's server is overloaded or slow"
         )
@@ -86,9 +93,12 @@ def _refusal(url: str, status: int, body: bytes) -> ApertureError:
         # Our own binding is wrong or the server failed: the caller cannot fix that.
         return BackendFailed(f"the backend at {url} answered {status}", hint="retry later, or tell the operator")
     message = body[:500].decode("utf-8", "replace")
-    with contextlib.suppress(ValueError, AttributeError, TypeError):
+    with contextlib.suppress(ValueError, AttributeError, TypeError, KeyError):
         message = str(json.loads(body)["error"]["message"])
     return BackendRefused(status, f"the model's server refused the request: {message}")
+
+
+FAILURES = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 
 
 class RemoteBackend:
@@ -106,18 +116,17 @@ class RemoteBackend:
     async def complete(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         payload = json.dumps({**body, "model": self.remote_model, "stream": False}).encode()
         try:
-            response = await self.clients.get().post(
-                self.url + path,
-                content=payload,
-                headers=self.headers,
-                timeout=_timeout(self.timeout_s),
-            )
-        except httpx.HTTPError as error:
+            async with self.clients.get().post(
+                self.url + path, data=payload, headers=self.headers, timeout=_timeout(self.timeout_s)
+            ) as response:
+                content = await response.read()
+                status = response.status
+        except FAILURES as error:
             raise _failure(self.url, error) from None
-        if response.status_code >= 400:
-            raise _refusal(self.url, response.status_code, response.content)
+        if status >= 400:
+            raise _refusal(self.url, status, content)
         try:
-            data: dict[str, Any] = json.loads(response.content)
+            data: dict[str, Any] = json.loads(content)
         except ValueError:
             raise BackendFailed(f"the backend at {self.url} answered something other than JSON") from None
         return data
@@ -125,50 +134,42 @@ class RemoteBackend:
     async def stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """The server's chunks, parsed, until `data: [DONE]`."""
         payload = json.dumps({**body, "model": self.remote_model, "stream": True}).encode()
-        client = self.clients.get()
-        request = client.build_request(
-            "POST",
-            self.url + path,
-            content=payload,
-            headers={**self.headers, "accept": "text/event-stream"},
-            timeout=_timeout(self.timeout_s),
-        )
+        headers = {**self.headers, "accept": "text/event-stream"}
         try:
-            response = await client.send(request, stream=True)
-        except httpx.HTTPError as error:
+            async with self.clients.get().post(
+                self.url + path, data=payload, headers=headers, timeout=_timeout(self.timeout_s)
+            ) as response:
+                if response.status >= 400:
+                    raise _refusal(self.url, response.status, await response.read())
+                async for raw in response.content:
+                    line = raw.decode("utf-8").strip()
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        return
+                    try:
+                        chunk = json.loads(data)
+                    except ValueError:
+                        raise BackendFailed(f"the backend at {self.url} sent a chunk that is not JSON") from None
+                    if isinstance(chunk, dict):
+                        yield chunk
+        except FAILURES as error:
             raise _failure(self.url, error) from None
-        try:
-            if response.status_code >= 400:
-                raise _refusal(self.url, response.status_code, await response.aread())
-            async for line in response.aiter_lines():
-                if not line.startswith("data:"):
-                    continue
-                data = line[5:].strip()
-                if data == "[DONE]":
-                    return
-                try:
-                    chunk = json.loads(data)
-                except ValueError:
-                    raise BackendFailed(f"the backend at {self.url} sent a chunk that is not JSON") from None
-                if isinstance(chunk, dict):
-                    yield chunk
-        except httpx.HTTPError as error:
-            raise _failure(self.url, error) from None
-        finally:
-            await response.aclose()
 
     async def health(self) -> tuple[bool, str]:
         """(healthy, detail): the server lists its models and knows ours."""
         try:
-            response = await self.clients.get().get(
+            async with self.clients.get().get(
                 self.url + "/models", headers=self.headers, timeout=_timeout(min(self.timeout_s, 5.0))
-            )
-        except httpx.HTTPError as error:
+            ) as response:
+                status, content = response.status, await response.read()
+        except FAILURES as error:
             return False, f"{type(error).__name__}: cannot be reached"
-        if response.status_code != 200:
-            return False, f"answered {response.status_code}"
+        if status != 200:
+            return False, f"answered {status}"
         with contextlib.suppress(ValueError, KeyError, TypeError):
-            names = {str(item["id"]) for item in json.loads(response.content)["data"]}
+            names = {str(item["id"]) for item in json.loads(content)["data"]}
             if self.remote_model not in names:
                 return False, f"does not serve {self.remote_model!r} (it serves {', '.join(sorted(names)[:5])})"
             return True, "ok"

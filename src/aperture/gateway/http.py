@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import time
@@ -18,14 +19,16 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.applications import Starlette
+from starlette.routing import Route
 
 from aperture import __version__
 from aperture.access.domain import Caller
 from aperture.core.errors import ApertureError, InvalidInput, TooLarge
-from aperture.gateway.domain import openai_error
+from aperture.gateway.domain import BackendKind, openai_error
 from aperture.gateway.engine import Event
 from aperture.gateway.service import Admitted, CompletionRequest, ContentBlocked, GatewayService, RateLimited
 from aperture.http_support import bearer_token, caller_dependency, require_authenticated
@@ -290,6 +293,27 @@ async def _stream(
         await events.aclose()
 
 
+async def _unless_disconnected(request: Request, work: Coroutine[Any, Any, Any]) -> Any:
+    """`work`'s result, or None (with `work` cancelled) when the client disconnects first."""
+    task = asyncio.ensure_future(work)
+
+    async def gone() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watch = asyncio.ensure_future(gone())
+    try:
+        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return None
+
+
 # --- the /v1 router ---------------------------------------------------------------------------
 
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
@@ -311,8 +335,9 @@ def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}
 
 
-def build_openai_router(service: GatewayService, max_body_bytes: int) -> APIRouter:
-    router = APIRouter(prefix="/v1", tags=["gateway (OpenAI-compatible)"])
+def openai_handlers(service: GatewayService, max_body_bytes: int) -> dict[str, Handler]:
+    """The `/v1` handlers, each a plain `async (request) -> response`: mounted on the whole app's
+    router (`build_openai_router`) and, without FastAPI's layers, on the gateway alone."""
 
     async def _complete(request: Request, kind: Literal["chat", "text"]) -> Response:
         caller = service.authenticate(bearer_token(request))
@@ -338,14 +363,25 @@ def build_openai_router(service: GatewayService, max_body_bytes: int) -> APIRout
                 media_type="text/event-stream",
                 headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
             )
-        text = first.text
-        last = first
-        try:
-            while not last.done:
-                last = await anext(events)
-                text += last.text
-        finally:
-            await events.aclose()
+
+        async def collect() -> tuple[str, Event]:
+            text, last = first.text, first
+            try:
+                while not last.done:
+                    last = await anext(events)
+                    text += last.text
+            finally:
+                await events.aclose()
+            return text, last
+
+        if admitted.model.backend.kind is BackendKind.EMBEDDED and not first.done:
+            # The engine's time is the costly part: a client that leaves stops its generation.
+            collected = await _unless_disconnected(request, collect())
+            if collected is None:
+                return Response(status_code=499)
+            text, last = collected
+        else:
+            text, last = await collect()
         if last.finish_reason == "content_filter":
             raise ContentBlocked(
                 "the answer was withheld by the model's safety policy",
@@ -354,7 +390,6 @@ def build_openai_router(service: GatewayService, max_body_bytes: int) -> APIRout
             )
         return JSONResponse(shape.whole(text, last))
 
-    @router.get("/models", summary="The models your key may call")
     @_openai_errors
     async def list_models(request: Request) -> Response:
         caller = service.authenticate(bearer_token(request))
@@ -364,23 +399,48 @@ def build_openai_router(service: GatewayService, max_body_bytes: int) -> APIRout
         ]
         return JSONResponse({"object": "list", "data": data})
 
-    @router.get("/models/{model_id}", summary="One model your key may call")
     @_openai_errors
     async def get_model(request: Request) -> Response:
         caller = service.authenticate(bearer_token(request))
         found = service.resolve(caller, request.path_params["model_id"])
         return JSONResponse({"id": found.id, "object": "model", "created": found.created, "owned_by": "aperture"})
 
-    @router.post("/chat/completions", summary="Chat completion", openapi_extra=_body_schema(ChatBody))
     @_openai_errors
     async def chat_completions(request: Request) -> Response:
         return await _complete(request, "chat")
 
-    @router.post("/completions", summary="Text completion", openapi_extra=_body_schema(CompletionBody))
     @_openai_errors
     async def completions(request: Request) -> Response:
         return await _complete(request, "text")
 
+    return {
+        "list_models": list_models,
+        "get_model": get_model,
+        "chat_completions": chat_completions,
+        "completions": completions,
+    }
+
+
+# (path, handler, method, summary, request body model)
+_ROUTES: tuple[tuple[str, str, str, str, type[BaseModel] | None], ...] = (
+    ("/models", "list_models", "GET", "The models your key may call", None),
+    ("/models/{model_id}", "get_model", "GET", "One model your key may call", None),
+    ("/chat/completions", "chat_completions", "POST", "Chat completion", ChatBody),
+    ("/completions", "completions", "POST", "Text completion", CompletionBody),
+)
+
+
+def build_openai_router(service: GatewayService, max_body_bytes: int) -> APIRouter:
+    handlers = openai_handlers(service, max_body_bytes)
+    router = APIRouter(prefix="/v1", tags=["gateway (OpenAI-compatible)"])
+    for path, name, method, summary, body in _ROUTES:
+        router.add_api_route(
+            path,
+            handlers[name],
+            methods=[method],
+            summary=summary,
+            openapi_extra=None if body is None else _body_schema(body),
+        )
     return router
 
 
@@ -499,6 +559,10 @@ def build_router(services: Services) -> APIRouter:
 async def gateway_running(service: GatewayService) -> AsyncIterator[None]:
     """Start the meter and the health checks with the server; flush and close with it."""
     await asyncio.to_thread(service.start)
+    # The ML stack leaves millions of long-lived objects: moved out of the collector's sight, a
+    # full collection no longer stalls every request for tens of milliseconds (p99 latency).
+    gc.collect()
+    gc.freeze()
     health = asyncio.create_task(service.health_loop())
     try:
         yield
@@ -510,30 +574,28 @@ async def gateway_running(service: GatewayService) -> AsyncIterator[None]:
         await service.aclose()
 
 
-def create_gateway_app(services: Services) -> FastAPI:
-    """Only `/v1` and `/healthz`: what `aperture gateway` serves behind a load balancer."""
+def create_gateway_app(services: Services) -> Starlette:
+    """Only `/v1` and `/healthz`, on plain Starlette (without FastAPI's per-request layers): what
+    `aperture gateway` serves behind a load balancer."""
 
     @contextlib.asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
         async with gateway_running(services.gateway):
             yield
 
-    app = FastAPI(
-        title="Aperture gateway",
-        version=__version__,
-        docs_url=None,
-        redoc_url=None,
-        openapi_url="/v1/openapi.json",
-        lifespan=lifespan,
-    )
-    app.include_router(build_openai_router(services.gateway, services.settings.gateway_max_body_bytes))
+    async def healthz(_: Request) -> Response:
+        return JSONResponse({"status": "ok", "version": __version__, "role": "gateway"})
 
-    @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> dict[str, Any]:
-        return {"status": "ok", "version": __version__, "role": "gateway"}
-
-    @app.exception_handler(404)
-    async def _missing(request: Request, _: Exception) -> Response:
+    async def missing(request: Request, _: Exception) -> Response:
         return JSONResponse(openai_error(404, f"no route {request.url.path}", "not_found"), status_code=404)
 
-    return app
+    async def not_allowed(request: Request, _: Exception) -> Response:
+        return JSONResponse(
+            openai_error(405, f"{request.method} is not allowed on {request.url.path}", "method_not_allowed"),
+            status_code=405,
+        )
+
+    handlers = openai_handlers(services.gateway, services.settings.gateway_max_body_bytes)
+    routes = [Route("/v1" + path, handlers[name], methods=[method]) for path, name, method, _, _ in _ROUTES]
+    routes.append(Route("/healthz", healthz, methods=["GET"]))
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: missing, 405: not_allowed})

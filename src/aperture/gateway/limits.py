@@ -62,7 +62,7 @@ class LocalLimiter:
     ) -> Refusal | None:
         for quota in quotas:
             if quota.key not in self._quotas:
-                seeded = quota.seed()
+                seeded = await asyncio.to_thread(quota.seed)  # once per key and month: the database
                 with self._lock:
                     self._quotas.setdefault(quota.key, seeded)
         with self._lock:

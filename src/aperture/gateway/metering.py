@@ -50,7 +50,8 @@ class Meter:
         self.prices = prices
         self.clock = clock
         self.interval_s = interval_s
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the log file and the buffer
+        self._flush_lock = threading.Lock()  # one flush at a time
         self._wake = threading.Event()
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
@@ -91,10 +92,13 @@ class Meter:
             self._retire(self._name)
 
     def _retire(self, name: str) -> None:
-        """The log is fully applied: drop its mark and the file (caller holds the lock)."""
+        """This replica's log is fully applied: close it, drop its mark and the file (lock held)."""
         if self._fd is not None and name == self._name:
             os.close(self._fd)
             self._fd = None
+        self._forget(name)
+
+    def _forget(self, name: str) -> None:
         with self.database.transaction() as connection:
             store.delete_log_mark(connection, name)
         with contextlib.suppress(FileNotFoundError):
@@ -113,17 +117,30 @@ class Meter:
             self._buffer.append(record)
 
     def flush(self) -> None:
-        with self._lock:
-            if not self._buffer:
-                return
-            records, self._buffer = self._buffer, []
-            if self._fd is not None:
-                os.fsync(self._fd)
-            self._apply(records, self._name, self._offset)
-            if self._offset > ROTATE_BYTES and self._fd is not None:
-                old = self._name
-                self._retire(old)
-                self._open_log()
+        """Apply what was recorded. The request path only appends (under a short lock); the fsync
+        and the database transaction run outside it, so answering never waits for the database."""
+        with self._flush_lock:
+            with self._lock:
+                if not self._buffer:
+                    return
+                records, self._buffer = self._buffer, []
+                fd, name, offset = self._fd, self._name, self._offset
+            try:
+                if fd is not None:
+                    os.fsync(fd)
+                self._apply(records, name if fd is not None else None, offset)
+            except BaseException:
+                with self._lock:  # kept for the next try; the log has them anyway
+                    self._buffer[:0] = records
+                raise
+            with self._lock:
+                # A fully applied log is replaced by a fresh one (only when nothing new is pending).
+                if self._fd is not None and self._offset > ROTATE_BYTES and not self._buffer:
+                    old = self._name
+                    old_fd = self._fd
+                    self._open_log()
+                    os.close(old_fd)
+                    self._forget(old)
 
     def _apply(self, records: list[UsageRecord], name: str | None, offset: int) -> None:
         rows = aggregate(records, self.prices())
@@ -170,7 +187,7 @@ class Meter:
                 if records:
                     self._apply(records, path.name, end)
                 applied += len(records)
-                self._retire(path.name)
+                self._forget(path.name)
                 log.info("replayed %d metered requests from %s", len(records), path.name)
             finally:
                 os.close(fd)

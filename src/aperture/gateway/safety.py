@@ -17,12 +17,12 @@ import io
 import json
 import threading
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
-import httpx
+import aiohttp
 
 from aperture.core.errors import InvalidInput
-from aperture.gateway.backends import BackendFailed, Clients
+from aperture.gateway.backends import FAILURES, BackendFailed, Clients
 
 CLASSIFIER_HINT = "use `openai:http://host:port/v1#moderation-model` or `model:/path/to/classifier#label,label`"
 
@@ -39,12 +39,14 @@ class ModerationEndpoint:
 
     async def flagged(self, text: str) -> str | None:
         try:
-            response = await self.clients.get().post(
-                self.url + "/moderations", json={"model": self.model, "input": text}, timeout=self.timeout_s
-            )
-            response.raise_for_status()
-            result = json.loads(response.content)["results"][0]
-        except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as error:
+            async with self.clients.get().post(
+                self.url + "/moderations",
+                json={"model": self.model, "input": text},
+                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+            ) as response:
+                response.raise_for_status()
+                result = json.loads(await response.read())["results"][0]
+        except (*FAILURES, ValueError, KeyError, IndexError, TypeError) as error:
             # Fail closed: text nobody could check is not passed on.
             raise BackendFailed(
                 f"the moderation endpoint at {self.url} failed ({type(error).__name__})",
@@ -93,7 +95,3 @@ def build_classifier(spec: str, clients: Clients) -> Classifier:
     if kind == "openai":
         return ModerationEndpoint(clients, target, extra)
     return LocalClassifier(Path(target), frozenset(label.strip() for label in extra.split(",") if label.strip()))
-
-
-def describe(result: Any) -> str:
-    return str(result)

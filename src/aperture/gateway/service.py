@@ -61,7 +61,7 @@ from aperture.gateway.domain import (
     retry_after_header,
     tier_allows,
 )
-from aperture.gateway.engine import BatchingEngine, Event, Generation, Sampling, Tokens, load_tokenizer
+from aperture.gateway.engine import BatchingEngine, Event, Generation, Sampling, Tokens
 from aperture.gateway.limits import Limiter, Quota
 from aperture.gateway.metering import Meter
 from aperture.gateway.safety import Classifier, build_classifier, parse_classifier
@@ -170,7 +170,6 @@ class Admitted:
 
     id: str
     caller: GatewayCaller
-    served: ModelVersion
     model: ServedModel
     request: CompletionRequest
     max_new_tokens: int
@@ -223,6 +222,8 @@ class GatewayService:
         )
         self._lock = threading.Lock()
         self._snapshot: Snapshot | None = None
+        self._generation = 0
+        self._refreshing = False
         self._keys: dict[str, tuple[GatewayKey, bytes, float]] = {}
         self._engines: dict[str, BatchingEngine] = {}
         self._tokens: dict[str, Tokens | None] = {}
@@ -233,8 +234,10 @@ class GatewayService:
     # --- life cycle -------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Replay usage left by dead replicas and start the meter (the server calls this)."""
+        """Replay usage left by dead replicas, start the meter, load the bound models (the server
+        calls this before it accepts requests)."""
         self.meter.start()
+        self.warm()
 
     def close(self) -> None:
         self.meter.close()
@@ -251,17 +254,44 @@ class GatewayService:
     def invalidate(self) -> None:
         with self._lock:
             self._snapshot = None
+            self._generation += 1
             self._keys.clear()
 
     def snapshot(self) -> Snapshot:
+        """The hot-path state. A stale snapshot is refreshed by a background thread while requests
+        go on with it (no request waits on the database); a missing one is loaded at once."""
         current = self._snapshot
-        if current is not None and time.monotonic() - current.loaded_at < self.config.cache_s:
-            return current
-        with self._lock:
-            current = self._snapshot
-            if current is None or time.monotonic() - current.loaded_at >= self.config.cache_s:
-                current = self._snapshot = self._load_snapshot()
-            return current
+        if current is None:
+            with self._lock:
+                if self._snapshot is None:
+                    self._snapshot = self._load_snapshot()
+                return self._snapshot
+        if time.monotonic() - current.loaded_at >= self.config.cache_s and not self._refreshing:
+            self._refreshing = True
+            threading.Thread(target=self._refresh, args=(self._generation,), daemon=True).start()
+        return current
+
+    def _refresh(self, generation: int) -> None:
+        try:
+            fresh = self._load_snapshot()
+            with self._lock:
+                if generation == self._generation and self._snapshot is not None:
+                    self._snapshot = fresh
+        except Exception:  # the database is away: keep serving from what we have
+            log.exception("could not refresh the gateway's snapshot")
+        finally:
+            self._refreshing = False
+
+    def warm(self) -> None:
+        """Load every bound version's engine or tokenizer before traffic arrives."""
+        for model in self.snapshot().models.values():
+            try:
+                if model.backend.kind is BackendKind.EMBEDDED:
+                    self.engine(model)
+                else:
+                    self.tokens(model)
+            except (ApertureError, OSError) as error:
+                log.warning("could not prepare %s: %s", model.id, error)
 
     def _load_snapshot(self) -> Snapshot:
         with self.database.read() as connection:
@@ -713,7 +743,7 @@ class GatewayService:
                 found = None
                 if not self.registry.is_sealed(model.version):
                     try:
-                        found = Tokens(load_tokenizer(self._model_directory(model.version)))
+                        found = Tokens.from_directory(self._model_directory(model.version))
                     except (OSError, ValueError):
                         log.warning("no tokenizer for %s: metering the backend's usage", model.id)
                 self._tokens[model.id] = found
@@ -791,9 +821,10 @@ class GatewayService:
                 )
         refusal = await self.limiter.admit(charges, quotas, reserve) if charges or quotas else None
         if refusal is not None:
-            if refusal.reason.startswith("the monthly"):
+            spent = next((q for q in quotas if q.label == refusal.reason), None)
+            if spent is not None:
                 raise RateLimited(
-                    f"{refusal.reason} ({quotas[0].limit if len(quotas) == 1 else 'its limit'} tokens) is used up",
+                    f"{spent.label} ({spent.limit} tokens) is used up",
                     retry_after_s=refusal.retry_after_s,
                     code="insufficient_quota",
                 )
@@ -810,7 +841,6 @@ class GatewayService:
         return Admitted(
             new_id(),
             caller,
-            model.version,
             model,
             request,
             max_new,
