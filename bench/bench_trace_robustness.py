@@ -51,7 +51,7 @@ from licensing_support import (
 RISK_DATA = Path(__file__).resolve().parent.parent / "src" / "aperture" / "risk" / "data"
 VICTIM = "licensee-0007"
 COLLUDERS = ("licensee-0007", "licensee-0011", "licensee-0013")
-ISSUED = 12
+ISSUED = 16
 
 
 def save_dir(source: Path, target: Path, tensors: dict[str, np.ndarray]) -> Path:
