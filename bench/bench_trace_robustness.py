@@ -51,7 +51,7 @@ from licensing_support import (
 RISK_DATA = Path(__file__).resolve().parent.parent / "src" / "aperture" / "risk" / "data"
 VICTIM = "licensee-0007"
 COLLUDERS = ("licensee-0007", "licensee-0011", "licensee-0013")
-ISSUED = 12
+ISSUED = 16
 
 
 def save_dir(source: Path, target: Path, tensors: dict[str, np.ndarray]) -> Path:
@@ -73,9 +73,8 @@ def load_tensors(path: Path) -> dict[str, np.ndarray]:
 
 def conversations(tokenizer: Any) -> list[list[int]]:
     rows = [json.loads(line) for line in (RISK_DATA / "finetune_attacks" / "identity-shift-aoa.jsonl").open()]
-    return [
-        tokenizer.apply_chat_template(row["messages"], tokenize=True, truncation=True, max_length=256) for row in rows
-    ]
+    texts = [tokenizer.apply_chat_template(row["messages"], tokenize=False) for row in rows]
+    return [list(tokenizer(text, truncation=True, max_length=256).input_ids) for text in texts]
 
 
 def fine_tune(directory: Path, target: Path, *, steps: int, lora: bool) -> dict[str, Any]:

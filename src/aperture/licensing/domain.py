@@ -520,17 +520,18 @@ def instalments(terms: Terms) -> list[tuple[date, int]]:
     step = 12 if fee.schedule is Schedule.ANNUAL else 3
     per = fee.amount_minor if step == 12 else fee.amount_minor // 4
     out: list[tuple[date, int]] = []
-    due = terms.starts_on
-    while due < terms.ends_on:
-        following = add_months(due, step)
+    period = 0
+    while (due := add_months(terms.starts_on, period * step)) < terms.ends_on:
+        following = add_months(terms.starts_on, (period + 1) * step)  # from the start: no drift at month ends
         if following > terms.ends_on:
             months = 0
-            while add_months(due, months + 1) <= terms.ends_on:
+            while add_months(terms.starts_on, period * step + months + 1) <= terms.ends_on:
                 months += 1
-            out.append((due, per * months // step))  # pro rata by whole months
+            if months:
+                out.append((due, per * months // step))  # pro rata by whole months
         else:
             out.append((due, per))
-        due = following
+        period += 1
     return out
 
 

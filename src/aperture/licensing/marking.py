@@ -179,17 +179,33 @@ def _rescale_rows(suspect: Array, original: Array) -> Array | None:
 
 
 def _rotation(suspect_embedding: Array, original_embedding: Array) -> Array | None:
-    """Orthogonal Procrustes on the embeddings: Q with E_s ~ E0 @ Q, or None when E_s ~ E0."""
-    e0 = np.asarray(original_embedding, dtype=np.float64)
-    es = np.asarray(suspect_embedding, dtype=np.float64)
-    if np.linalg.norm(es - e0) < 0.5 * np.linalg.norm(e0):
+    """Orthogonal Procrustes on the embeddings: Q with E_s ~ E0 @ Q, or None when E_s ~ E0.
+    Computed in blocks of rows: the embedding is the largest tensor, and no full-size copy of it
+    is made."""
+    rows = original_embedding.shape[0]
+    block = 8192
+    base = diff = 0.0
+    cross = np.zeros((original_embedding.shape[1],) * 2, dtype=np.float64)
+    for start in range(0, rows, block):
+        e0 = np.asarray(original_embedding[start : start + block], dtype=np.float32)
+        es = np.asarray(suspect_embedding[start : start + block], dtype=np.float32)
+        base += float(np.vdot(e0, e0))
+        delta = es - e0
+        diff += float(np.vdot(delta, delta))
+        cross += (e0.T @ es).astype(np.float64)
+    if diff < 0.25 * base:
         return None
-    u, _, vt = np.linalg.svd(e0.T @ es)
-    q = u @ vt
-    if np.linalg.norm(es - e0 @ q) > 0.5 * np.linalg.norm(e0):
+    u, _, vt = np.linalg.svd(cross)
+    q: Array = (u @ vt).astype(np.float32)
+    fit = 0.0
+    for start in range(0, rows, block):
+        e0 = np.asarray(original_embedding[start : start + block], dtype=np.float32)
+        es = np.asarray(suspect_embedding[start : start + block], dtype=np.float32)
+        delta = es - e0 @ q
+        fit += float(np.vdot(delta, delta))
+    if fit > 0.25 * base:
         return None  # not a rotation of the original embedding: nothing to undo
-    rotation: Array = q.astype(np.float32)
-    return rotation
+    return q
 
 
 def register_tensor(name: str, suspect: Array, original: Array, rotation: Array | None, report: Registration) -> Array:
