@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 
 from aperture.access.domain import SYSTEM
-from aperture.release.domain import Tier
 from aperture.testing.server import running_server
 from aperture.web.app import create_app
 from tests.release.world import Board
