@@ -934,8 +934,12 @@ class GatewayService:
             used = 0 if failed and not text else prompt_tokens + completion_tokens
             refunds = [(bucket, cost - used) for bucket, cost in admitted.charges if bucket.key.startswith("tpm:")]
             if refunds or admitted.quotas:
-                await self.limiter.settle(
-                    [(b, amount) for b, amount in refunds if amount > 0], admitted.quotas, used - admitted.reserved
+                # Shielded: when the client left, this task is being cancelled, and the refund must
+                # still reach a shared (Redis) bucket.
+                await asyncio.shield(
+                    self.limiter.settle(
+                        [(b, amount) for b, amount in refunds if amount > 0], admitted.quotas, used - admitted.reserved
+                    )
                 )
 
     def _count(self, model: ServedModel, text: str) -> int:

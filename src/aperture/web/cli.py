@@ -384,7 +384,10 @@ def demo_gateway(services: Any, version: Any, base_url: str, *, organisation: st
         Limits(requests_per_minute=600, tokens_per_minute=200_000, monthly_tokens=10_000_000, max_tokens=512),
     )
     key = services.gateway.issue_key(SYSTEM, organisation=organisation, name="demo").text
-    body = json.dumps({"model": ref, "messages": [{"role": "user", "content": DEMO_PROMPT}], "max_tokens": 32})
+    # Greedy (temperature 0): the small model's most likely answer, the same every time.
+    body = json.dumps(
+        {"model": ref, "messages": [{"role": "user", "content": DEMO_PROMPT}], "max_tokens": 32, "temperature": 0}
+    )
     curl = (
         f"curl -s {base_url}/v1/chat/completions -H 'Authorization: Bearer {key}' "
         f"-H 'Content-Type: application/json' -d '{body}'"
@@ -393,7 +396,7 @@ def demo_gateway(services: Any, version: Any, base_url: str, *, organisation: st
         "from openai import OpenAI; "
         f"client = OpenAI(base_url='{base_url}/v1', api_key='{key}'); "
         f"answer = client.chat.completions.create(model='{ref}', "
-        f"messages=[{{'role': 'user', 'content': '{DEMO_PROMPT}'}}], max_tokens=32); "
+        f"messages=[{{'role': 'user', 'content': '{DEMO_PROMPT}'}}], max_tokens=32, temperature=0); "
         "print(answer.choices[0].message.content)"
     )
     return {"gateway_key": key, "model": ref, "curl": curl, "openai": f'{_python_name()} -c "{program}"'}
