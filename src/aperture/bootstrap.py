@@ -138,6 +138,7 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
             _limiter(settings),
             work_dir=settings.gateway_dir,
             config=gateway_config(settings),
+            licensees=licensing.licensees_in_force,
         ),
         licensing=licensing,
     )

@@ -165,6 +165,7 @@ def test_licence_lifecycle_receivables_and_automatic_expiry(world: World) -> Non
     assert [r.amount_minor for r in receivables] == [12_000_000, 6_000_000]  # 18 months, annual: one year + pro rata
     assert licensing.active_licence("acme", MODEL, VERSION) is not None
     assert licensing.active_licence("beta", MODEL, VERSION) is None
+    assert licensing.licensees_in_force(MODEL, VERSION) == {"acme"}  # what the gateway serves
     with pytest.raises(Conflict, match="it cannot activate"):
         licensing.change_licence(world.caller("olive"), licence.id, "activate")
     with pytest.raises(InvalidInput, match="reason"):
@@ -173,6 +174,7 @@ def test_licence_lifecycle_receivables_and_automatic_expiry(world: World) -> Non
         licensing.change_licence(world.caller("alan"), licence.id, "suspend", "x")
     suspended = licensing.change_licence(world.caller("olive"), licence.id, "suspend", "audit overdue")
     assert suspended.state is LicenceState.SUSPENDED and licensing.active_licence("acme", MODEL, VERSION) is None
+    assert licensing.licensees_in_force(MODEL, VERSION) == frozenset()
     licensing.change_licence(world.caller("olive"), licence.id, "reinstate")
     world.clock.advance(timedelta(days=600))
     assert licensing.active_licence("acme", MODEL, VERSION) is None

@@ -16,7 +16,7 @@ import io
 import logging
 import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -201,8 +201,11 @@ class GatewayService:
         *,
         work_dir: Path,
         config: GatewayConfig | None = None,
+        licensees: Callable[[str, str], frozenset[str]] | None = None,
     ) -> None:
         self.database = database
+        # Who holds a licence in force on NAME:VERSION (licensing); None: grants alone decide.
+        self.licensees = licensees
         self.audit = audit
         self.clock = clock
         self.access = access
@@ -311,9 +314,13 @@ class GatewayService:
                 tier = self.release.tier_of(name, version)
             except NotFound:
                 continue
-            models[backend.model] = ServedModel(
-                backend.model, record, backend, tier, frozenset(granted.get(backend.model, ()))
-            )
+            allowed = frozenset(granted.get(backend.model, ()))
+            if tier is Tier.LICENSED and self.licensees is not None:
+                # Licensees are served while their licence is in force: suspending, revoking or
+                # expiring it cuts their gateway access at the next refresh (an explicit grant is a
+                # separate act, revoked with `aperture gateway grant --revoke`).
+                allowed |= self.licensees(name, version)
+            models[backend.model] = ServedModel(backend.model, record, backend, tier, allowed)
         checks = {
             model: Checks(policy, CompiledRules.of(policy.input), CompiledRules.of(policy.output))
             for model, policy in policies.items()
@@ -324,8 +331,8 @@ class GatewayService:
 
     def may_call(self, caller: GatewayCaller, model: ServedModel) -> bool:
         """The one decision: may this caller's organisation call this model version through the
-        gateway? The release tier decides (no decision yet: no); licensed and secured versions also
-        need an explicit grant to the organisation."""
+        gateway? The release tier decides (no decision yet: no); licensed versions also need a
+        licence in force or an explicit grant to the organisation, secured ones an explicit grant."""
         return tier_allows(model.tier, caller.organisation in model.granted)
 
     def models_for(self, caller: GatewayCaller) -> list[ServedModel]:

@@ -558,6 +558,16 @@ class LicensingService:
                 expired.append(self._apply(CLOCK_ACTOR, licence, after, LicenceEvent.EXPIRE, now))
         return expired
 
+    def licensees_in_force(self, name: str, version: str) -> frozenset[str]:
+        """The organisations holding a licence in force on NAME:VERSION (the gateway serves a
+        licensed version only to them; suspension, revocation and expiry drop them at once)."""
+        self.expire_due()
+        record = self.registry.get_version(name, version)
+        today = self.clock.now().date()
+        with self.database.read() as connection:
+            licences = store.list_licences(connection, model_version_id=record.id, states=(LicenceState.ACTIVE.value,))
+        return frozenset(licence.terms.organisation for licence in licences if licence.in_force(today))
+
     def active_licence(self, organisation: str, name: str, version: str) -> Licence | None:
         """The licence in force for `organisation` on NAME:VERSION, or None: what the hosted
         gateway and the downloads consult (fail closed: draft, suspended, revoked, expired and
