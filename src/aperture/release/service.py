@@ -441,8 +441,11 @@ class ReleaseService:
     def declare_conflict(self, caller: Caller, proposal_id: str, reason: str) -> dict[str, Any]:
         """A board member declares a conflict of interest: excluded from the vote, recorded and published."""
         reason = _text(reason, "the conflict's description", "say what the conflict is (--reason)")
+        with self._database.read() as connection:
+            reference = self._open_proposal(connection, proposal_id)["reference"]
+        version = self._registry.find_version(reference)  # before the transaction (see `vote`)
         with self._database.transaction() as connection:
-            proposal = self._open_proposal(connection, proposal_id)
+            proposal = self._open_proposal(connection, proposal_id, lock=True)
             self._require_member(caller, proposal)
             members = {row["member"] for row in store.votes(connection, proposal_id)}
             if caller.principal in members:
@@ -457,7 +460,7 @@ class ReleaseService:
                 resource=f"release-proposal:{proposal_id}",
                 details={"reason": reason},
             )
-            self._settle(connection, caller, proposal)
+            self._settle(connection, caller, proposal, version)
         return self.proposal(proposal_id)
 
     def vote(self, caller: Caller, proposal_id: str, approve: bool, reason: str) -> dict[str, Any]:
@@ -470,6 +473,9 @@ class ReleaseService:
             self._refuse_proposal(caller, proposal_id, "vote", refusal.message)
             raise refusal
         self._check_fresh(caller, proposal)
+        # Looked up before the transaction: viewing an upper-tier version is itself audited, and on
+        # SQLite that write would wait on this transaction's lock.
+        version = self._registry.find_version(proposal["reference"])
         with self._database.transaction() as connection:
             proposal = self._open_proposal(connection, proposal_id, lock=True)
             if any(row["member"] == caller.principal for row in store.votes(connection, proposal_id)):
@@ -482,7 +488,7 @@ class ReleaseService:
                 resource=f"release-proposal:{proposal_id}",
                 details={"approve": approve, "reason": reason},
             )
-            self._settle(connection, caller, proposal)
+            self._settle(connection, caller, proposal, version)
         return self.proposal(proposal_id)
 
     def _vote_refusal(self, caller: Caller, proposal: dict[str, Any]) -> ApertureError | None:
@@ -500,7 +506,7 @@ class ReleaseService:
                 return Conflict("you have already voted on this proposal", hint="a vote cannot be changed")
         return None
 
-    def _settle(self, connection: Any, caller: Caller, proposal: dict[str, Any]) -> None:
+    def _settle(self, connection: Any, caller: Caller, proposal: dict[str, Any], version: ModelVersion) -> None:
         """Decide when the approvals reach the quorum, or reject when they no longer can."""
         votes = store.votes(connection, proposal["id"])
         conflicted = {row["member"] for row in store.conflicts(connection, proposal["id"])}
@@ -509,7 +515,7 @@ class ReleaseService:
         undecided = [m for m in eligible if m not in {v["member"] for v in votes}]
         quorum = proposal["quorum"]
         if len(approvals) >= quorum:
-            self._decide(connection, caller, proposal, votes, sorted(conflicted))
+            self._decide(connection, caller, proposal, version, votes, sorted(conflicted))
         elif len(approvals) + len(undecided) < quorum:
             store.update_proposal(
                 connection,
@@ -531,12 +537,12 @@ class ReleaseService:
         connection: Any,
         caller: Caller,
         proposal: dict[str, Any],
+        version: ModelVersion,
         votes: list[dict[str, Any]],
         conflicted: list[str],
     ) -> None:
         now = self._clock.now()
         tier = Tier(proposal["tier"])
-        version = self._registry.find_version(proposal["reference"])
         cooling = tier is Tier.OPEN and self.rules.cooling_off > timedelta(0)
         record = {
             "proposal": proposal["id"],
