@@ -14,8 +14,10 @@ from typer.testing import CliRunner
 
 from aperture.cli import app
 from aperture.cli_support import CliState
+from aperture.release.domain import Tier
 from tests.licensing.test_service import download, licensed
-from tests.licensing.world import World
+from tests.licensing.world import World, board_decides, seat_the_board
+from tests.release.world import Board
 
 Invoke = Callable[..., Result]
 
@@ -60,21 +62,15 @@ def test_listings_lifecycle_and_diffusion(world: World, run: Invoke) -> None:
     ok(run("licensing", "reinstate", licence.id))
     assert "0 licence(s) expired" in ok(run("licensing", "expire")).stdout
     fails(run("licensing", "diffuse", "tiny-licensed:1.0", "--to", "open", "--decision", "b-1"), 4, "TRACEABILITY")
+    acknowledged = ("--decision", "b-3", "--acknowledge-end-of-traceability")
+    fails(run("licensing", "diffuse", "tiny-licensed:1.0", "--to", "open", *acknowledged), 3, "no release board")
+    fails(run("licensing", "diffuse", "tiny-licensed:1.0", "--to", "partners", "--decision", "b-2"), 3, "b-2")
     assert world.services.release.tier_of("tiny-licensed", "1.0").value == "licensed"
-    ok(run("licensing", "diffuse", "tiny-licensed:1.0", "--to", "partners", "--decision", "b-2"))
-    done = ok(
-        run(
-            "licensing",
-            "diffuse",
-            "tiny-licensed:1.0",
-            "--to",
-            "open",
-            "--decision",
-            "b-3",
-            "--acknowledge-end-of-traceability",
-        )
-    )
-    assert "WARNING" in done.stdout and world.services.release.tier_of("tiny-licensed", "1.0").value == "open"
+    seat_the_board(world)
+    Board(world.services, world.version).import_knowledge({"bio": 0.25, "chem": 0.25, "cyber": 0.25})
+    decision = str(board_decides(world, Tier.LICENSED, votes=2)["id"])
+    done = ok(run("licensing", "diffuse", "tiny-licensed:1.0", "--to", "partners", "--decision", decision))
+    assert "diffusion to partners recorded" in " ".join(done.stdout.split())
 
 
 def test_trace_asks_the_custodians_and_signs_a_report(world: World, run: Invoke, tmp_path: Path) -> None:

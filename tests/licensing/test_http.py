@@ -8,18 +8,21 @@ import io
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from aperture.access.domain import SYSTEM
+from aperture.access.domain import SYSTEM, Role
 from aperture.bootstrap import build_services, init_instance
+from aperture.release.domain import Tier
 from aperture.settings import Settings
 from aperture.testing.server import running_server
 from aperture.web.app import create_app
-from tests.licensing.world import REFERENCE, SteppingClock, World, build_world
+from tests.licensing.world import REFERENCE, SteppingClock, World, board_decides, build_world, seat_the_board
+from tests.release.world import Board
 
 
 @dataclass
@@ -134,10 +137,26 @@ def test_the_whole_licensing_flow_over_http(desk: Desk, tmp_path: Path) -> None:
     refused(desk.api("POST", f"/copies/{copy_id}/tokens", alan), 403, "revoked")
 
 
-def test_diffusion_over_http_needs_the_acknowledgement(desk: Desk) -> None:
+def test_diffusion_over_http_needs_the_boards_decision_and_the_acknowledgement(desk: Desk) -> None:
+    world = desk.world
     olive = desk.key("olive")
     body = {"model": REFERENCE, "target": "open", "decision_id": "board-9"}
     refused(desk.api("POST", "/diffusions", olive, json=body), 409, "ENDS TRACEABILITY")
-    done = desk.api("POST", "/diffusions", olive, json={**body, "acknowledge_end_of_traceability": True})
-    assert done.status_code == 201 and done.json()["target"] == "open"
+    acknowledged = {**body, "acknowledge_end_of_traceability": True}
+    refused(desk.api("POST", "/diffusions", olive, json=acknowledged), 404, "no release board decision board-9")
+
+    seat_the_board(world)
+    Board(world.services, world.version).import_knowledge({"bio": 0.25, "chem": 0.25, "cyber": 0.25})
+    licensing_decision = str(board_decides(world, Tier.LICENSED, votes=2)["id"])
+    partners = {"model": REFERENCE, "target": "partners", "decision_id": licensing_decision}
+    assert desk.api("POST", "/diffusions", olive, json=partners).status_code == 201
+
+    opening = {**acknowledged, "decision_id": str(board_decides(world, Tier.OPEN, votes=3)["id"])}
+    refused(desk.api("POST", "/diffusions", olive, json=opening), 403, "carrying out a release decision")
+    world.services.access.add_principal(SYSTEM, "root", organisation="institute", roles=(Role.ADMINISTRATOR,))
+    root = desk.key("root")
+    refused(desk.api("POST", "/diffusions", root, json=opening), 409, "cooling-off period runs until")
+    world.clock.advance(timedelta(days=15))
+    done = desk.api("POST", "/diffusions", root, json=opening)
+    assert done.status_code == 201 and done.json()["target"] == "open", done.text
     assert desk.api("GET", "/catalogue").json() == []

@@ -20,7 +20,17 @@ from aperture.licensing import marking
 from aperture.licensing.domain import ApplicationStatus, LicenceState
 from aperture.release.domain import Tier
 from aperture.testing.release import put_tier
-from tests.licensing.world import MODEL, REFERENCE, VERSION, World, tiny_llama_weights, write_tiny_model
+from tests.licensing.world import (
+    MODEL,
+    REFERENCE,
+    VERSION,
+    World,
+    board_decides,
+    seat_the_board,
+    tiny_llama_weights,
+    write_tiny_model,
+)
+from tests.release.world import Board
 
 
 def events(world: World, action: str) -> list[Any]:
@@ -306,17 +316,40 @@ def test_tokens_are_single_use_expire_and_die_with_the_licence(world: World) -> 
         licensing.redeem(world.caller("alan"), "not-a-token")
 
 
-def test_diffusion_to_open_warns_that_traceability_ends(world: World) -> None:
-    licensing = world.services.licensing
+def test_diffusion_needs_the_boards_decision_and_warns_that_traceability_ends(world: World) -> None:
+    licensing, release = world.services.licensing, world.services.release
+    seat_the_board(world)
+    Board(world.services, world.version).import_knowledge({"bio": 0.25, "chem": 0.25, "cyber": 0.25})
+    licensed_decision = str(board_decides(world, Tier.LICENSED, votes=2)["id"])
+    assert release.tier_of(MODEL, VERSION) is Tier.LICENSED
+
+    with pytest.raises(NotFound, match="no release board decision board-8"):
+        licensing.diffuse(SYSTEM, REFERENCE, "partners", decision_id="board-8")
+    partners = licensing.diffuse(SYSTEM, REFERENCE, "partners", decision_id=licensed_decision)
+    assert partners["target"] == "partners" and not partners["warning"]
+
     with pytest.raises(Conflict, match="ENDS TRACEABILITY"):
-        licensing.diffuse(SYSTEM, REFERENCE, "open", decision_id="board-7")
-    assert world.services.release.tier_of(MODEL, VERSION) is Tier.LICENSED
-    done = licensing.diffuse(SYSTEM, REFERENCE, "open", decision_id="board-7", acknowledge=True)
+        licensing.diffuse(SYSTEM, REFERENCE, "open", decision_id=licensed_decision)
+    with pytest.raises(Conflict, match=r"not tiny-licensed:1\.0 under open"):
+        licensing.diffuse(SYSTEM, REFERENCE, "open", decision_id=licensed_decision, acknowledge=True)
+
+    opening = board_decides(world, Tier.OPEN, votes=3)
+    assert opening["status"] == "cooling-off"
+    with pytest.raises(Conflict, match="cooling-off period runs until"):
+        licensing.diffuse(SYSTEM, REFERENCE, "open", decision_id=str(opening["id"]), acknowledge=True)
+    world.clock.advance(timedelta(days=15))
+    with pytest.raises(Forbidden, match="carrying out a release decision"):
+        licensing.diffuse(world.caller("olive"), REFERENCE, "open", decision_id=str(opening["id"]), acknowledge=True)
+    assert release.tier_of(MODEL, VERSION) is Tier.LICENSED
+    assert [d["target"] for d in licensing.diffusions()] == ["partners"]  # the refusals recorded nothing
+
+    done = licensing.diffuse(SYSTEM, REFERENCE, "open", decision_id=str(opening["id"]), acknowledge=True)
     assert "ENDS TRACEABILITY" in done["warning"]
-    assert world.services.release.tier_of(MODEL, VERSION) is Tier.OPEN
+    assert release.tier_of(MODEL, VERSION) is Tier.OPEN
+    assert release.proposal(str(opening["id"]))["status"] == "effective"
     assert events(world, "licensing.diffusion.open") and events(world, "release.take_effect")
     with pytest.raises(Conflict, match="not in the licensed tier"):
-        licensing.diffuse(SYSTEM, REFERENCE, "partners", decision_id="board-8")
+        licensing.diffuse(SYSTEM, REFERENCE, "partners", decision_id=licensed_decision)
 
 
 def test_catalogue_lists_licensed_models_with_their_terms(world: World) -> None:

@@ -137,6 +137,35 @@ def build_world(services: Services, tmp_path: Path, clock: SteppingClock, *, sea
         VERSION,
         level=SecurityLevel.SL3 if seal else SecurityLevel.SL1,
         programme="frontier" if seal else None,
+        training_flop="1e20",  # a small model: the release policy can weigh it (diffusion tests)
     ).version
     put_tier(services, MODEL, VERSION, Tier.LICENSED)
     return World(services, clock, shares, version)
+
+
+BOARD = ("ada", "ben", "cy")
+
+
+def seat_the_board(world: World) -> None:
+    """A programme director and three board members, for diffusions the board must decide."""
+    people = {"dora": Role.PROGRAMME_DIRECTOR} | dict.fromkeys(BOARD, Role.RELEASE_BOARD_MEMBER)
+    for name, role in people.items():
+        world.services.access.add_principal(
+            SYSTEM,
+            name,
+            kind=PrincipalKind.PERSON,
+            organisation="institute",
+            clearance=SecurityLevel.SL4,
+            vetting=Vetting.ENHANCED,
+            roles=(role,),
+            programmes=("frontier",),
+        )
+
+
+def board_decides(world: World, tier: Tier, votes: int) -> dict[str, object]:
+    """dora proposes `tier` for the tiny model and the first `votes` members approve it."""
+    release = world.services.release
+    proposal = release.propose(world.caller("dora"), REFERENCE, tier, f"end of programme: {tier.value}")
+    for member in BOARD[:votes]:
+        proposal = release.vote(world.caller(member), str(proposal["id"]), True, "the programme has ended")
+    return proposal

@@ -3,8 +3,8 @@ copies and leak tracing (L3), diffusion at the end of a programme (L4).
 
 Every change is one transaction with its audit event. Decisions on upper-tier models need two
 licensing officers. Suspension and revocation cut access at once: a download token is checked
-against the licence when it is used, not only when it is issued, and the hosted gateway asks
-`active_licence` on every request.
+against the licence when it is used, not only when it is issued, and the hosted gateway serves a
+licensed version only to `licensees_in_force` (read into its snapshot, refreshed every few seconds).
 """
 
 from __future__ import annotations
@@ -1116,7 +1116,12 @@ class LicensingService:
         reason: str = "",
     ) -> dict[str, Any]:
         """End-of-programme diffusion: `open` (the weights become public: traceability of every
-        licensed copy ends) or `partners` (continued licensing to partners and spin-offs)."""
+        licensed copy ends) or `partners` (continued licensing to partners and spin-offs).
+
+        Either needs the release board's decision on this version: opening, a decision to open
+        whose cooling-off period has passed unchallenged on unchanged evidence (carried out here
+        through the release service, which checks all of that); partners, the decision to license
+        that is in force. A decision id that is not such a decision is refused."""
         self._require_manager(caller)
         version = self.registry.find_version(reference)
         tier = self.release.tier_of(version.model_name, version.version)
@@ -1142,6 +1147,11 @@ class LicensingService:
         )
         if target == "open" and not acknowledge:
             raise Conflict(warning, hint="repeat with --acknowledge-end-of-traceability if the board accepted this")
+        self._check_board_decision(version, target, decision_id)
+        if target == "open":
+            # The release service opens the weights only after the cooling-off period and only on the
+            # evidence and policy the board voted on; it refuses (and audits the refusal) otherwise.
+            self.release.carry_out(caller, decision_id)
         now = self.clock.now()
         diffusion_id = new_id()
         body = {
@@ -1162,9 +1172,32 @@ class LicensingService:
                 resource=f"model:{version.reference}",
                 details={"decision_id": decision_id, "copies": len(copies), "live_licences": len(live)},
             )
-        if target == "open":
-            self.release.take_effect(version, Tier.OPEN, decision_id, actor=caller.actor)
         return {"id": diffusion_id, "target": target, **body}
+
+    def _check_board_decision(self, version: ModelVersion, target: str, decision_id: str) -> None:
+        """The decision must be the board's, on this version, for the tier the diffusion leads to."""
+        try:
+            decision = self.release.proposal(decision_id)
+        except NotFound:
+            raise NotFound(
+                f"no release board decision {decision_id}",
+                hint=f"see `aperture release proposals {version.reference}`",
+            ) from None
+        wanted = "open" if target == "open" else "licensed"
+        wanted_status = "cooling-off" if target == "open" else "effective"
+        if decision["model"] != version.reference or decision["tier"] != wanted:
+            raise Conflict(
+                f"decision {decision_id} puts {decision['model']} under {decision['tier']}, "
+                f"not {version.reference} under {wanted}",
+                hint=f"diffusion to {target} needs the board's decision to make {version.reference} {wanted}",
+            )
+        if decision["status"] != wanted_status:
+            raise Conflict(
+                f"decision {decision_id} is {decision['status']}, not {wanted_status}",
+                hint="propose it to the release board: `aperture release propose`"
+                if target == "open"
+                else "diffusion to partners rests on the licensing decision in force",
+            )
 
     def diffusions(self) -> list[dict[str, Any]]:
         with self.database.read() as connection:
