@@ -17,9 +17,12 @@ Attacks (each written to disk in the format a leaker would publish, then traced 
 
 Quality: perplexity of the original and the marked copy on held-out text (300 WMDP questions with
 their correct answers, shipped with the risk area), with a paired bootstrap CI of the difference,
-and the mean per-token KL(original || marked).
+and the mean per-token KL(original || marked); and WMDP accuracy (bio, chem, cyber, every item,
+the risk area's engine and scoring) of both, each with its Wilson 95 % CI, and a paired bootstrap
+CI of the difference.
 
     .venv/bin/python bench/bench_trace_robustness.py [--steps 200] [--quality-docs 300]
+    .venv/bin/python bench/bench_trace_robustness.py --only wmdp   # the WMDP comparison alone
 """
 
 from __future__ import annotations
@@ -272,11 +275,64 @@ def perplexity(directory: Path, marked: Path, documents: int) -> dict[str, Any]:
     }
 
 
+def wmdp_accuracy(directory: Path, marked: Path, limit: int | None) -> dict[str, Any]:
+    """WMDP accuracy of the original and the marked copy on the same items, scored as the risk
+    area scores a run (loglikelihood of " A".." D"), with Wilson CIs and a paired bootstrap CI of
+    the difference (the items are shared, so the pairing removes the items' own variance)."""
+    import gc
+
+    from aperture.risk.datasets import DataDirectory
+    from aperture.risk.domain import SUITES, multiple_choice_context, multiple_choice_continuations, wilson_interval
+    from aperture.risk.engine import ChoiceRequest, TransformersEngine
+
+    suites = ("wmdp-bio", "wmdp-chem", "wmdp-cyber")
+    data = DataDirectory()
+    items = {name: data.load_suite(SUITES[name])[0][:limit] for name in suites}
+    correct: dict[str, dict[str, np.ndarray]] = {name: {} for name in suites}
+    seconds: dict[str, float] = {}
+    for label, path in (("original", directory), ("marked", marked)):
+        engine = TransformersEngine(path, batch_tokens=2048)
+        started = time.perf_counter()
+        for name in suites:
+            header = SUITES[name].header
+            requests = [
+                ChoiceRequest(multiple_choice_context(header, i), multiple_choice_continuations(i)) for i in items[name]
+            ]
+            scores = engine.loglikelihoods(requests)
+            correct[name][label] = np.array(
+                [max(range(4), key=lambda k: s[k]) == i.answer for s, i in zip(scores, items[name], strict=True)]
+            )
+        seconds[label] = round(time.perf_counter() - started, 1)
+        del engine
+        gc.collect()
+    rng = np.random.default_rng(0)
+    out: dict[str, Any] = {"seconds": seconds}
+    for name in suites:
+        a, b = correct[name]["original"], correct[name]["marked"]
+        n = len(a)
+        picks = rng.integers(0, n, (2000, n))
+        differences = b[picks].mean(axis=1) - a[picks].mean(axis=1)
+        low, high = np.percentile(differences, [2.5, 97.5])
+        out[name] = {
+            "items": n,
+            "original": round(float(a.mean()), 4),
+            "original_ci95": [round(x, 4) for x in wilson_interval(int(a.sum()), n)],
+            "marked": round(float(b.mean()), 4),
+            "marked_ci95": [round(x, 4) for x in wilson_interval(int(b.sum()), n)],
+            "difference": round(float(b.mean() - a.mean()), 4),
+            "difference_ci95_paired": [round(float(low), 4), round(float(high), 4)],
+            "answers_changed": int((a != b).sum()),
+            "inside_ci": bool(low <= 0 <= high),
+        }
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--quality-docs", type=int, default=300)
     parser.add_argument("--only", nargs="*", default=None)
+    parser.add_argument("--wmdp-limit", type=int, default=None, help="Fewer WMDP items per subject (default: all).")
     args = parser.parse_args()
     import torch
 
@@ -354,13 +410,16 @@ def main() -> None:
         if want("quality"):
             results["quality"] = perplexity(source, victim, args.quality_docs)
             print("quality", json.dumps(results["quality"]), flush=True)
+        if want("wmdp"):
+            results["wmdp"] = wmdp_accuracy(source, victim, args.wmdp_limit)
+            print("wmdp", json.dumps(results["wmdp"]), flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"total {time.perf_counter() - started:.0f} s, peak RSS {rss_mib():.0f} MiB")
     print("| attack | true z | max innocent z (issued, full) | max null z (200, screen) | pass |")
     print("|---|---|---|---|---|")
     for name, value in results.items():
-        if name == "quality":
+        if name in ("quality", "wmdp"):
             continue
         true = ", ".join(f"{v:.0f}" for v in value["true_z"].values()) or "-"
         print(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -29,7 +30,8 @@ def create_backend(
     delay_s: float = 0.0,
     flagged_words: tuple[str, ...] = ("forbidden",),
 ) -> Starlette:
-    calls: list[dict[str, Any]] = []
+    # The latest requests, for tests to inspect; bounded so a long benchmark does not grow it forever.
+    calls: deque[dict[str, Any]] = deque(maxlen=1000)
 
     def _usage(prompt: int, completion: int) -> dict[str, int]:
         return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
