@@ -282,12 +282,21 @@ def wmdp_accuracy(directory: Path, marked: Path, limit: int | None) -> dict[str,
     import gc
 
     from aperture.risk.datasets import DataDirectory
-    from aperture.risk.domain import SUITES, multiple_choice_context, multiple_choice_continuations, wilson_interval
+    from aperture.risk.domain import (
+        SUITES,
+        MultipleChoiceItem,
+        multiple_choice_context,
+        multiple_choice_continuations,
+        wilson_interval,
+    )
     from aperture.risk.engine import ChoiceRequest, TransformersEngine
 
     suites = ("wmdp-bio", "wmdp-chem", "wmdp-cyber")
     data = DataDirectory()
-    items = {name: data.load_suite(SUITES[name])[0][:limit] for name in suites}
+    items = {
+        name: [i for i in data.load_suite(SUITES[name])[0] if isinstance(i, MultipleChoiceItem)][:limit]
+        for name in suites
+    }
     correct: dict[str, dict[str, np.ndarray]] = {name: {} for name in suites}
     seconds: dict[str, float] = {}
     for label, path in (("original", directory), ("marked", marked)):
