@@ -32,6 +32,38 @@ def bundled_model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("model-cache")
 
 
+@pytest.fixture(scope="session")
+def bundled_model_dir(bundled_model_cache: Path) -> Path:
+    from aperture.ml import bundled
+
+    return bundled.convert_to_safetensors(bundled.find_bundled_gguf(), bundled_model_cache)
+
+
+def write_tiny_llama(tokenizer_dir: Path, target: Path, *, max_position_embeddings: int) -> Path:
+    """A 2-layer random Llama with the tokenizer and chat template of `tokenizer_dir` (seeded: the
+    same weights every run), fast enough for engine and service tests."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=max_position_embeddings,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(1234)
+    LlamaForCausalLM(config).save_pretrained(str(target))
+    tokenizer.save_pretrained(str(target))
+    return target
+
+
 @pytest.fixture
 def database_url(tmp_path: Path) -> Iterator[str | None]:
     """None means the default SQLite file inside the instance home."""

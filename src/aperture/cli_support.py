@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, Self, TypeVar
 
@@ -15,7 +16,7 @@ from rich.console import Console
 from rich.progress import Progress, TaskID
 from sqlalchemy.exc import OperationalError
 
-from aperture.core.errors import ApertureError, Unavailable
+from aperture.core.errors import ApertureError, InvalidInput, Unavailable
 
 if TYPE_CHECKING:
     from aperture.bootstrap import Services
@@ -73,6 +74,19 @@ def errors_to_exit() -> Iterator[None]:
                 hint="check APERTURE_DATABASE_URL and that the server is running",
             )
         ) from None
+
+
+def parse_expiry(text: str | None) -> datetime | None:
+    """An `--expires` option: ISO 8601 with a time zone (Z for UTC), or None for no expiry."""
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidInput(f"{text!r} is not a time", hint="give ISO 8601 UTC, e.g. 2027-01-01T00:00:00Z") from None
+    if moment.tzinfo is None:
+        raise InvalidInput(f"{text!r} has no time zone", hint="end it with Z (UTC), e.g. 2027-01-01T00:00:00Z")
+    return moment
 
 
 def print_json(value: Any) -> None:

@@ -14,46 +14,19 @@ import pytest
 from aperture.access.domain import SYSTEM, Organisation, OrganisationKind, RuleOfLaw, SecurityLevel, State, StateKind
 from aperture.bootstrap import Services
 from aperture.gateway.domain import BackendKind
-from aperture.ml import bundled
 from aperture.release.domain import Tier
 from aperture.testing.release import put_tier
 from aperture.testing.server import running_server
 from aperture.web.app import create_app
-from tests.conftest import Instance
+from tests.conftest import Instance, write_tiny_llama
 
 TINY = "tiny-llama:1.0.0"
 
 
 @pytest.fixture(scope="session")
-def bundled_model_dir(bundled_model_cache: Path) -> Path:
-    return bundled.convert_to_safetensors(bundled.find_bundled_gguf(), bundled_model_cache)
-
-
-@pytest.fixture(scope="session")
 def tiny_model_dir(bundled_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-layer random Llama with SmolLM2's tokenizer and chat template (seeded: same weights every run)."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    tokenizer = AutoTokenizer.from_pretrained(str(bundled_model_dir))
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    torch.manual_seed(1234)
-    model = LlamaForCausalLM(config)
-    target = tmp_path_factory.mktemp("tiny-model")
-    model.save_pretrained(str(target))
-    tokenizer.save_pretrained(str(target))
-    return target
+    """A 2-layer random Llama with SmolLM2's tokenizer and chat template."""
+    return write_tiny_llama(bundled_model_dir, tmp_path_factory.mktemp("tiny-model"), max_position_embeddings=512)
 
 
 def register(services: Services, source: Path, tmp_path: Path, name: str, version: str = "1.0.0") -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 import typer
@@ -25,7 +24,7 @@ from aperture.access.domain import (
     parse_level,
 )
 from aperture.bootstrap import require_initialised
-from aperture.cli_support import command_errors, out_console, print_json, state
+from aperture.cli_support import command_errors, out_console, parse_expiry, print_json, state
 from aperture.core.errors import InvalidInput
 
 app = typer.Typer(help="API keys: issue, list, revoke.", no_args_is_help=True)
@@ -50,24 +49,12 @@ def issue(
     except ValueError as error:
         raise InvalidInput(str(error), hint="roles: " + ", ".join(r.value for r in Role)) from None
     issued = services.access.issue_key(
-        SYSTEM, name=name, principal=principal, roles=roles, expires_at=_expiry(expires), scopes=scope or None
+        SYSTEM, name=name, principal=principal, roles=roles, expires_at=parse_expiry(expires), scopes=scope or None
     )
     if as_json:
         print_json({**_key_json(issued.key), "key": issued.text})
     else:
         out_console.print(f"key id: {issued.key.key_id}\nkey (shown once): [bold]{issued.text}[/]")
-
-
-def _expiry(text: str | None) -> datetime | None:
-    if text is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidInput(f"{text!r} is not a time", hint="give ISO 8601 UTC, e.g. 2027-01-01T00:00:00Z") from None
-    if moment.tzinfo is None:
-        raise InvalidInput(f"{text!r} has no time zone", hint="end it with Z (UTC), e.g. 2027-01-01T00:00:00Z")
-    return moment
 
 
 def _key_json(k: ApiKey) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from aperture.access.domain import SYSTEM
 from aperture.bootstrap import require_initialised
-from aperture.cli_support import command_errors, err_console, out_console, print_json, state
+from aperture.cli_support import command_errors, err_console, out_console, parse_expiry, print_json, state
 from aperture.core.errors import InvalidInput
 from aperture.gateway.domain import BackendKind, GatewayKey, Limits, ScopeKind
 
@@ -39,18 +39,6 @@ def _services(ctx: typer.Context) -> Any:
     services = state(ctx).services
     require_initialised(services)
     return services
-
-
-def _expiry(text: str | None) -> datetime | None:
-    if text is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidInput(f"{text!r} is not a time", hint="give ISO 8601 UTC, e.g. 2027-01-01T00:00:00Z") from None
-    if moment.tzinfo is None:
-        raise InvalidInput(f"{text!r} has no time zone", hint="end it with Z (UTC), e.g. 2027-01-01T00:00:00Z")
-    return moment
 
 
 def _key_json(key: GatewayKey, now: datetime) -> dict[str, Any]:
@@ -79,7 +67,7 @@ def keys_issue(
 ) -> None:
     """Issue a gateway key for an organisation. The key text is shown once."""
     services = _services(ctx)
-    issued = services.gateway.issue_key(SYSTEM, organisation=organisation, name=name, expires_at=_expiry(expires))
+    issued = services.gateway.issue_key(SYSTEM, organisation=organisation, name=name, expires_at=parse_expiry(expires))
     if as_json:
         print_json({**_key_json(issued.key, services.clock.now()), "key": issued.text})
     else:

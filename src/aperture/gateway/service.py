@@ -698,23 +698,8 @@ class GatewayService:
 
     def _model_directory(self, version: ModelVersion) -> Path:
         """The version's files as symlinks to their content-addressed blobs (no copy of the weights)."""
-        target = self.work_dir / "models" / version.manifest_digest[:24]
-        if (target / ".complete").is_file():
-            return target
-        staging = self.work_dir / "models" / f".tmp-{new_id()}"
-        staging.mkdir(parents=True)
-        for file in version.files:
-            self.vault.require_blob(file.sha256, f"{version.reference}/{file.path}")
-            link = staging.joinpath(*file.path.split("/"))
-            link.parent.mkdir(parents=True, exist_ok=True)
-            link.symlink_to(self.vault.blob_path(file.sha256))
-        (staging / ".complete").write_text(version.manifest_digest + "\n")
-        try:
-            staging.rename(target)
-        except OSError:
-            if not (target / ".complete").is_file():
-                raise
-        return target
+        files = ((file.path, file.sha256) for file in version.files)
+        return self.vault.linked_directory(self.work_dir / "models", version.manifest_digest, files, version.reference)
 
     def engine(self, model: ServedModel) -> BatchingEngine:
         """The embedded engine of a version, loaded on first use (one per version and process)."""

@@ -810,84 +810,43 @@ def decide(profile: ProfileView, facts: Facts, policy: Policy, now: datetime) ->
         if tier.more_open_than(cap):
             blocked[tier].append(f"{cap_rule.id}: {top.label} capability allows at most {cap}")
 
+    def record(rule: Rule, outcome: str, reason: str, used: tuple[str, ...] = (), wanted: tuple[str, ...] = ()) -> None:
+        """One tier rule's result; what it lacks is needed by its tiers, and a failure blocks them."""
+        tiers = tuple(t.value for t in rule.tiers)
+        results.append(RuleResult(rule.id, rule.type, outcome, reason, used, tiers, wanted, rule.source))
+        for tier in rule.tiers:
+            needs[tier].extend(wanted)
+            if outcome == FAIL:
+                blocked[tier].append(f"{rule.id}: {reason}")
+        missing.extend(wanted)
+
     for rule in policy.rules:
         if rule.type == "requires_evidence":
-            if rule.waived_when and _holds(rule.waived_when, policy, facts, levels):
-                absent = [s for s in rule.subjects if not any(i.subject == s for i in profile.evidence)]
-                results.append(
-                    RuleResult(
-                        rule.id,
-                        rule.type,
-                        NOT_APPLICABLE,
-                        f"waived ({rule.waived_when}) for: {', '.join(absent) or 'nothing missing'}",
-                        tiers=tuple(t.value for t in rule.tiers),
-                        source=rule.source,
-                    )
-                )
-                continue
             absent = [s for s in rule.subjects if not any(i.subject == s for i in profile.evidence)]
-            tiers = tuple(t.value for t in rule.tiers)
-            if absent:
-                wanted = tuple(f"evidence for {s}" for s in absent)
-                results.append(
-                    RuleResult(
-                        rule.id,
-                        rule.type,
-                        INSUFFICIENT,
-                        f"no evidence for {', '.join(absent)}",
-                        tiers=tiers,
-                        missing=wanted,
-                        source=rule.source,
-                    )
+            if rule.waived_when and _holds(rule.waived_when, policy, facts, levels):
+                record(
+                    rule, NOT_APPLICABLE, f"waived ({rule.waived_when}) for: {', '.join(absent) or 'nothing missing'}"
                 )
-                for tier in rule.tiers:
-                    needs[tier].extend(wanted)
-                missing.extend(wanted)
+            elif absent:
+                record(
+                    rule,
+                    INSUFFICIENT,
+                    f"no evidence for {', '.join(absent)}",
+                    wanted=tuple(f"evidence for {s}" for s in absent),
+                )
             else:
                 used = tuple(i.id for s in rule.subjects for i in profile.evidence if i.subject == s)
-                results.append(
-                    RuleResult(
-                        rule.id,
-                        rule.type,
-                        PASS,
-                        f"evidence present for {', '.join(rule.subjects)}",
-                        tuple(dict.fromkeys(used)),
-                        tiers,
-                        source=rule.source,
-                    )
-                )
+                record(rule, PASS, f"evidence present for {', '.join(rule.subjects)}", tuple(dict.fromkeys(used)))
+        elif rule.type in ("requires_safeguard", "requires_tamper_resistance") and not _holds(
+            rule.when, policy, facts, levels, waived
+        ):
+            record(rule, NOT_APPLICABLE, f"condition {rule.when} does not hold")
         elif rule.type == "requires_safeguard":
-            tiers = tuple(t.value for t in rule.tiers)
-            if not _holds(rule.when, policy, facts, levels, waived):
-                results.append(
-                    RuleResult(
-                        rule.id,
-                        rule.type,
-                        NOT_APPLICABLE,
-                        f"condition {rule.when} does not hold",
-                        tiers=tiers,
-                        source=rule.source,
-                    )
-                )
-                continue
             assert rule.safeguard is not None and rule.metric is not None and rule.line is not None
             item = _latest(profile, rule.safeguard, rule.metric)
             if item is None:
                 wanted = (f"{rule.safeguard} results ({rule.metric})",)
-                results.append(
-                    RuleResult(
-                        rule.id,
-                        rule.type,
-                        INSUFFICIENT,
-                        f"no {rule.metric} measured for {rule.safeguard}",
-                        tiers=tiers,
-                        missing=wanted,
-                        source=rule.source,
-                    )
-                )
-                for tier in rule.tiers:
-                    needs[tier].extend(wanted)
-                missing.extend(wanted)
+                record(rule, INSUFFICIENT, f"no {rule.metric} measured for {rule.safeguard}", wanted=wanted)
                 continue
             assert item.low is not None and item.high is not None and item.value is not None
             riskier_higher = KNOWN_METRICS[rule.metric]
@@ -896,62 +855,18 @@ def decide(profile: ProfileView, facts: Facts, policy: Policy, now: datetime) ->
             bound = item.high if riskier_higher else item.low
             relation = "at most" if riskier_higher else "at least"
             text = f"{rule.metric} {item.value:.3f} (conservative bound {bound:.3f}) must be {relation} {rule.line}"
-            results.append(
-                RuleResult(rule.id, rule.type, PASS if ok else FAIL, text, (item.id,), tiers, source=rule.source)
-            )
-            if not ok:
-                for tier in rule.tiers:
-                    blocked[tier].append(f"{rule.id}: {text}")
+            record(rule, PASS if ok else FAIL, text, (item.id,))
         elif rule.type == "requires_tamper_resistance":
-            tiers = tuple(t.value for t in rule.tiers)
-            if not _holds(rule.when, policy, facts, levels, waived):
-                results.append(
-                    RuleResult(
-                        rule.id,
-                        rule.type,
-                        NOT_APPLICABLE,
-                        f"condition {rule.when} does not hold",
-                        tiers=tiers,
-                        source=rule.source,
-                    )
-                )
-                continue
             tamper = next(
                 (i for i in profile.evidence if i.subject == "tamper-resistance" and i.broken is not None), None
             )
             if tamper is None:
                 wanted = ("tamper-resistance results over the declared attack grid",)
-                results.append(
-                    RuleResult(
-                        rule.id,
-                        rule.type,
-                        INSUFFICIENT,
-                        "no tamper-resistance results",
-                        tiers=tiers,
-                        missing=wanted,
-                        source=rule.source,
-                    )
-                )
-                for tier in rule.tiers:
-                    needs[tier].extend(wanted)
-                missing.extend(wanted)
+                record(rule, INSUFFICIENT, "no tamper-resistance results", wanted=wanted)
             elif tamper.broken:
-                text = f"safeguards broke under the attack grid ({tamper.title})"
-                results.append(RuleResult(rule.id, rule.type, FAIL, text, (tamper.id,), tiers, source=rule.source))
-                for tier in rule.tiers:
-                    blocked[tier].append(f"{rule.id}: {text}")
+                record(rule, FAIL, f"safeguards broke under the attack grid ({tamper.title})", (tamper.id,))
             else:
-                results.append(
-                    RuleResult(
-                        rule.id,
-                        rule.type,
-                        PASS,
-                        f"safeguards held under the attack grid ({tamper.title})",
-                        (tamper.id,),
-                        tiers,
-                        source=rule.source,
-                    )
-                )
+                record(rule, PASS, f"safeguards held under the attack grid ({tamper.title})", (tamper.id,))
 
     obligations: list[str] = []
     for rule in policy.rules_of("legal_flag"):

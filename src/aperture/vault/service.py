@@ -19,6 +19,7 @@ from sqlalchemy import Connection
 
 from aperture.core.db import Database
 from aperture.core.errors import Conflict, IntegrityFailure, InvalidInput, NotInitialised, Unavailable
+from aperture.core.ids import new_id
 from aperture.vault import signing, store
 from aperture.vault.artifacts import (
     ArtifactStore,
@@ -205,6 +206,28 @@ class VaultService:
     def require_blob(self, digest: str, label: str) -> None:
         if not self.artifacts.has(digest):
             raise IntegrityFailure(f"the stored file {label} ({digest}) is missing", hint="restore from backup")
+
+    def linked_directory(self, root: Path, key: str, files: Iterable[tuple[str, str]], label: str) -> Path:
+        """A directory `root/key[:24]` of symlinks to stored blobs (relative path -> SHA-256), for
+        loading a model's files in place without a copy. Made once and reused: it is built under a
+        staging name and renamed, so a reader never sees half of it and concurrent makers agree."""
+        target = root / key[:24]
+        if (target / ".complete").is_file():
+            return target
+        staging = root / f".tmp-{new_id()}"
+        staging.mkdir(parents=True)
+        for path, digest in files:
+            self.require_blob(digest, f"{label}/{path}")
+            link = staging.joinpath(*path.split("/"))
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(self.blob_path(digest))
+        (staging / ".complete").write_text(key + "\n")
+        try:
+            staging.rename(target)
+        except OSError:  # another process made it first
+            if not (target / ".complete").is_file():
+                raise
+        return target
 
     # --- the upper tier's seal --------------------------------------------------------------
 
