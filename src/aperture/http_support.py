@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
-from fastapi import Request
+from fastapi import Depends, Request
 
 from aperture.access.domain import ANONYMOUS, Caller, Role
 from aperture.core.errors import Forbidden, Unauthenticated
@@ -42,6 +42,32 @@ def caller_dependency(services: Services) -> Callable[[Request], Caller]:
         return services.access.authenticate(token, origin=origin)
 
     return caller
+
+
+def services_of(request: Request) -> Services:
+    """The services the app was built with (`create_app` keeps them in `app.state`)."""
+    services: Services = request.app.state.services
+    return services
+
+
+def _visitor(request: Request) -> Caller:
+    token = bearer_token(request)
+    origin = request.client.host if request.client else None
+    if token is None:
+        return replace(ANONYMOUS, origin=origin)
+    return services_of(request).access.authenticate(token, origin=origin)
+
+
+def _signed_in(request: Request) -> Caller:
+    return require_authenticated(_visitor(request))
+
+
+# The two typed dependencies every handler takes its caller from. They authenticate only: what the
+# caller may do is decided by the use case, through the access service.
+Visitor = Annotated[Caller, Depends(_visitor)]
+"""Anyone: the caller behind the bearer key, or ANONYMOUS when none is sent (a wrong key is a 401)."""
+SignedIn = Annotated[Caller, Depends(_signed_in)]
+"""A caller with a key (or a session): anonymous requests get a 401 before the handler runs."""
 
 
 def require_authenticated(caller: Caller) -> Caller:

@@ -106,8 +106,12 @@ class AuditLog:
         action: str,
         resource: str,
         details: dict[str, Any] | None = None,
+        upper_tier: bool = False,
     ) -> AuditEvent:
-        """Append one event as the next leaf, inside the caller's open transaction."""
+        """Append one event as the next leaf, inside the caller's open transaction.
+
+        `upper_tier` says the event concerns an upper-tier asset: the fields its action's
+        classification marks upper-tier are withheld from the public view of the log."""
         row = self._row(actor, action, resource, details)
         index = store.insert_event(connection, *row)
         return self._event(index, row, details)
@@ -119,6 +123,7 @@ class AuditLog:
         action: str,
         resource: str,
         details: dict[str, Any] | None = None,
+        upper_tier: bool = False,
     ) -> AuditEvent:
         """Append one event that belongs to no other change, committed on its own.
 

@@ -72,6 +72,8 @@ def create_app(services: Services) -> FastAPI:
         lifespan=lifespan,
     )
     app.middleware("http")(metrics.middleware)
+    # Module-level handlers find the services here (see aperture.http_support.Visitor/SignedIn).
+    app.state.services = services
 
     @app.exception_handler(ApertureError)
     async def _aperture_error(request: Request, error: ApertureError) -> Response:
