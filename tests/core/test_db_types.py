@@ -1,6 +1,10 @@
-from datetime import UTC, datetime, timezone, timedelta
+"""core.db.UtcDateTime: aware UTC moments back from every backend; naive writes refused."""
+
+from datetime import UTC, datetime, timedelta, timezone
+
 import pytest
 from sqlalchemy import Column, Integer, MetaData, Table, create_engine, insert, select
+
 from aperture.core.db import UtcDateTime
 
 
