@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from aperture.access.domain import SYSTEM, Role
+from aperture.access.domain import SYSTEM, Role, SecurityLevel, Vetting
 from aperture.bootstrap import build_services, init_instance
 from aperture.release.domain import Tier
 from aperture.settings import Settings
@@ -153,7 +153,15 @@ def test_diffusion_over_http_needs_the_boards_decision_and_the_acknowledgement(d
 
     opening = {**acknowledged, "decision_id": str(board_decides(world, Tier.OPEN, votes=3)["id"])}
     refused(desk.api("POST", "/diffusions", olive, json=opening), 403, "carrying out a release decision")
-    world.services.access.add_principal(SYSTEM, "root", organisation="institute", roles=(Role.ADMINISTRATOR,))
+    world.services.access.add_principal(  # an administrator cleared for the model (SL3, its programme)
+        SYSTEM,
+        "root",
+        organisation="institute",
+        roles=(Role.ADMINISTRATOR,),
+        clearance=SecurityLevel.SL3,
+        vetting=Vetting.SECURITY_CHECK,
+        programmes=("frontier",),
+    )
     root = desk.key("root")
     refused(desk.api("POST", "/diffusions", root, json=opening), 409, "cooling-off period runs until")
     world.clock.advance(timedelta(days=15))

@@ -346,7 +346,7 @@ def test_diffusion_needs_the_boards_decision_and_warns_that_traceability_ends(wo
     done = licensing.diffuse(SYSTEM, REFERENCE, "open", decision_id=str(opening["id"]), acknowledge=True)
     assert "ENDS TRACEABILITY" in done["warning"]
     assert release.tier_of(MODEL, VERSION) is Tier.OPEN
-    assert release.proposal(str(opening["id"]))["status"] == "effective"
+    assert release.proposal(SYSTEM, str(opening["id"]))["status"] == "effective"
     assert events(world, "licensing.diffusion.open") and events(world, "release.take_effect")
     with pytest.raises(Conflict, match="not in the licensed tier"):
         licensing.diffuse(SYSTEM, REFERENCE, "partners", decision_id=licensed_decision)

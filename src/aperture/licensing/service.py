@@ -1177,7 +1177,7 @@ class LicensingService:
     def _check_board_decision(self, version: ModelVersion, target: str, decision_id: str) -> None:
         """The decision must be the board's, on this version, for the tier the diffusion leads to."""
         try:
-            decision = self.release.proposal(decision_id)
+            decision = self.release.proposal(SYSTEM, decision_id)
         except NotFound:
             raise NotFound(
                 f"no release board decision {decision_id}",
