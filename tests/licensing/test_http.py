@@ -76,8 +76,12 @@ APPLICATION = {
 
 def test_the_whole_licensing_flow_over_http(desk: Desk, tmp_path: Path) -> None:
     alan, olive, oscar = desk.key("alan"), desk.key("olive"), desk.key("oscar")
-    catalogue = desk.api("GET", "/catalogue")  # public: no key
-    assert catalogue.status_code == 200 and catalogue.json()[0]["model"] == "tiny-licensed"
+    catalogue = desk.api("GET", "/catalogue")  # public, no key: the SL3 version listed redacted
+    [public] = catalogue.json()
+    assert catalogue.status_code == 200 and public["redacted"] and "tiny-licensed" not in catalogue.text
+    assert public["model"] == f"upper-tier model {desk.world.version.id[:8]}" and "SL3" in public["withheld"]
+    [named] = desk.api("GET", "/catalogue", alan).json()  # a vetted applicant cleared for it sees its name
+    assert named["model"] == "tiny-licensed" and not named["redacted"]
     assert "individually marked" in desk.api("GET", "/terms").json()["text"]
 
     refused(desk.api("POST", "/applications", json=APPLICATION), 401)
