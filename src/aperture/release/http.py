@@ -10,11 +10,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Body
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from aperture.http_support import SignedIn, Visitor
 from aperture.release.domain import CONTROLS, Tier
+from aperture.release.reports import PrinterBusy
 from aperture.release.service import parse_stage
 
 if TYPE_CHECKING:
@@ -142,9 +143,17 @@ def build_router(services: Services) -> APIRouter:
     @router.get(
         "/registry/{name}/{version}/report.{fmt}",
         summary="A release's model card, safety and security report and EU form: md, html, json or pdf",
+        responses={503: {"description": "every PDF printer is busy: retry after the Retry-After seconds"}},
     )
     def report(name: str, version: str, fmt: str, caller: Visitor) -> Response:
-        content = release.report(caller, f"{name}:{version}", fmt)
+        try:
+            content = release.report(caller, f"{name}:{version}", fmt)
+        except PrinterBusy as busy:
+            return JSONResponse(
+                {"error": busy.to_dict()},
+                status_code=busy.http_status,
+                headers={"Retry-After": str(busy.retry_after_s)},
+            )
         filename = f"{name}-{version}-release-report.{fmt}"
         disposition = "attachment" if fmt == "pdf" else "inline"
         return Response(

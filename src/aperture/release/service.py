@@ -41,7 +41,7 @@ from aperture.release.policy import (
     diff_policies,
     parse_policy,
 )
-from aperture.release.reports import FORMATS, render
+from aperture.release.reports import FORMATS, ReportPrinter, render
 from aperture.risk.service import RiskService
 from aperture.vault.keys import verify_ed25519
 
@@ -152,6 +152,7 @@ class ReleaseService:
         risk: RiskService,
         access: AccessService,
         rules: BoardRules,
+        printer: ReportPrinter | None = None,
     ) -> None:
         self._database = database
         self._audit = audit
@@ -160,6 +161,7 @@ class ReleaseService:
         self._risk = risk
         self._access = access
         self.rules = rules
+        self._printer = printer
 
     # --- tiers ------------------------------------------------------------------------------
 
@@ -1182,10 +1184,16 @@ class ReleaseService:
         return self._transparency(caller, reference)[1]
 
     def report(self, caller: Caller, reference: str, fmt: str) -> bytes:
-        """A release's public report as md, html, json or pdf."""
+        """A release's public report as md, html, json or pdf. A PDF is printed once per decision
+        and content and kept in the instance's files; while every printer is busy a request gets
+        `PrinterBusy` (503, retry shortly) at once instead of waiting."""
         if fmt not in FORMATS:
             raise InvalidInput(f"unknown report format {fmt!r}", hint=f"use one of {', '.join(FORMATS)}")
-        return render(self._transparency(caller, reference)[1], fmt)
+        version, data = self._transparency(caller, reference)
+        if fmt != "pdf" or self._printer is None:
+            return render(data, fmt)
+        decision = data["release"].get("decision") or {}
+        return self._printer.pdf(version.id, decision.get("proposal"), data)
 
     def _transparency(self, caller: Caller, reference: str) -> tuple[ModelVersion, dict[str, Any]]:
         """Public: a version that does not exist and one whose registry entry is redacted (upper
