@@ -371,18 +371,24 @@ class ReleaseService:
             facts=facts,
         )
 
-    def _load(self, caller: Caller, proposal_id: str) -> tuple[dict[str, Any], ModelVersion]:
-        """A proposal and its version, if the caller may see the version; one that does not exist and
-        one on a version the caller may not see raise the same error."""
+    def _load(self, proposal_id: str) -> tuple[dict[str, Any], ModelVersion]:
+        """A proposal and its version, looked up without deciding anything: each use case then asks
+        the access service for its own action, which answers `_no_proposal` when the caller may not
+        see the version (so the answer never depends on what exists)."""
         with self._database.read() as connection:
             proposal = store.load_proposal(connection, proposal_id)
         if proposal is None:
             raise _no_proposal(proposal_id)
-        try:
-            version = self._registry.version_by_id(proposal["model_version_id"], caller)
-        except NotFound:
-            raise _no_proposal(proposal_id) from None
-        return proposal, version
+        return proposal, self._listed(proposal["model_version_id"], proposal["reference"])
+
+    def _listed(self, version_id: str, reference: str) -> ModelVersion:
+        """A version found as a listing finds it: nothing decided on the caller's behalf, and no
+        canary touched by the service itself (the caller's own decision is what its watch hears)."""
+        name = reference.partition(":")[0]
+        found = next((v for v in self._registry.get_model(name).versions if v.id == version_id), None)
+        if found is None:
+            raise NotFound(f"no model version with id {version_id}", hint="`aperture models list` shows the models")
+        return found
 
     def propose(
         self,
@@ -520,7 +526,7 @@ class ReleaseService:
         reason = _text(reason, "the conflict's description", "say what the conflict is (--reason)")
         # Every access decision before the transaction: deciding on an upper-tier version is itself
         # audited, and on SQLite that write would wait on this transaction's lock.
-        proposal, version = self._load(caller, proposal_id)
+        proposal, version = self._load(proposal_id)
         self._require_voter(caller, proposal, version)
         with self._database.transaction() as connection:
             proposal = self._open_proposal(connection, proposal_id, lock=True)
@@ -545,7 +551,7 @@ class ReleaseService:
         """One vote per eligible board member cleared for the version, with a written reason; the
         decision is reached at quorum."""
         reason = _text(reason, "the vote's reason", "every vote carries a written reason (--reason)")
-        proposal, version = self._load(caller, proposal_id)  # before the transaction (see declare_conflict)
+        proposal, version = self._load(proposal_id)  # before the transaction (see declare_conflict)
         refusal = self._vote_refusal(caller, proposal, version)
         if refusal is not None:
             self._refuse_proposal(caller, proposal, version, "vote", refusal.message)
@@ -699,7 +705,7 @@ class ReleaseService:
         """During the cooling-off period anyone of the institution cleared for the version may
         challenge an opening. A challenged opening is not carried out; it needs a new proposal and vote."""
         reason = _text(reason, "the challenge", "say what is wrong with the decision (--reason)")
-        proposal, version = self._load(caller, proposal_id)
+        proposal, version = self._load(proposal_id)
         self._ask(
             caller,
             Action.CHALLENGE_RELEASE,
@@ -739,7 +745,7 @@ class ReleaseService:
 
     def carry_out(self, caller: Caller, proposal_id: str) -> dict[str, Any]:
         """Open the weights once the cooling-off period has passed unchallenged and the evidence is unchanged."""
-        proposal, version = self._load(caller, proposal_id)
+        proposal, version = self._load(proposal_id)
         self._ask(
             caller,
             Action.CARRY_OUT_RELEASE,
@@ -766,7 +772,7 @@ class ReleaseService:
 
     def withdraw(self, caller: Caller, proposal_id: str, reason: str) -> dict[str, Any]:
         reason = _text(reason, "the reason", "say why (--reason)")
-        proposal, version = self._load(caller, proposal_id)
+        proposal, version = self._load(proposal_id)
         self._ask(
             caller,
             Action.WITHDRAW_RELEASE,
@@ -854,7 +860,7 @@ class ReleaseService:
     def proposal(self, caller: Caller, proposal_id: str) -> dict[str, Any]:
         """A proposal with its rationale, votes, conflicts and signed decision, for a caller cleared
         for its version; for anyone else it reads exactly like a proposal that does not exist."""
-        _, version = self._load(caller, proposal_id)
+        _, version = self._load(proposal_id)
         self._ask(
             caller,
             Action.VIEW_RELEASE,
@@ -958,9 +964,8 @@ class ReleaseService:
             )
             proposals.append(proposal | {"may_vote": may_vote})
         versions = []
-        for summary in self._registry.list_models(caller):  # already filtered to what the caller may see
-            for number in summary.versions:
-                version = self._registry.get_version(summary.name, number)
+        for summary in self._registry.list_models(caller):  # a listing of what the caller may see
+            for version in self._registry.get_model(summary.name, caller).versions:
                 if self._access.decide(caller, Action.PROPOSE_RELEASE, version_asset(version.id)).allowed:
                     versions.append(version.reference)
         return {"proposals": proposals, "versions": versions}
@@ -1027,21 +1032,18 @@ class ReleaseService:
             tiers = store.tier_rows(connection)
         candidates = {stage["model_version_id"] for stage in stages} | {row["model_version_id"] for row in tiers}
         visible = self._release_visible(caller, candidates)
-        names: dict[str, ModelVersion] = {}
+        names = {version.id: version for version in self._every_version() if version.id in visible}
         for stage in stages:
-            if stage["model_version_id"] not in visible:
+            if stage["model_version_id"] not in names:
                 continue
             shown = self._stage_out(stage)
             if shown["state"] in ("due", "overdue"):
-                version = names.get(stage["model_version_id"]) or self._registry.version_by_id(
-                    stage["model_version_id"]
-                )
-                names[version.id] = version
+                version = names[stage["model_version_id"]]
                 out.append({"kind": f"stage {shown['state']}", "model": version.reference, **shown})
         for row in tiers:
-            if row["model_version_id"] not in visible:
+            if row["model_version_id"] not in names:
                 continue
-            version = names.get(row["model_version_id"]) or self._registry.version_by_id(row["model_version_id"])
+            version = names[row["model_version_id"]]
             reasons = self._reassessment(version)
             if reasons:
                 out.append({"kind": "re-assessment", "model": version.reference, "reasons": reasons})
@@ -1101,14 +1103,18 @@ class ReleaseService:
 
     def public_registry(self) -> list[dict[str, Any]]:
         """Every model version with its tier and the public reasons; upper-tier entries redacted, never omitted."""
-        entries = []
         with self._database.read() as connection:
             tiers = {row["model_version_id"]: row for row in store.tier_rows(connection)}
-        for summary in self._registry.list_models(SYSTEM):
-            # Listed, not read: showing an upper-tier version (a canary) redacted touches nothing.
-            for version in self._registry.get_model(summary.name).versions:
-                entries.append(self._public_entry(version, tiers.get(version.id)))
-        return entries
+        return [self._public_entry(version, tiers.get(version.id)) for version in self._every_version()]
+
+    def _every_version(self) -> list[ModelVersion]:
+        """Every registered version, listed, not read: showing an upper-tier version (a canary)
+        redacted touches nothing."""
+        return [
+            version
+            for summary in self._registry.list_models()
+            for version in self._registry.get_model(summary.name).versions
+        ]
 
     def _public_entry(self, version: ModelVersion, tier_row: dict[str, Any] | None) -> dict[str, Any]:
         classification = self._registry.classification(version)
