@@ -18,6 +18,7 @@ from aperture.gateway.limits import Limiter, LocalLimiter, RedisLimiter
 from aperture.gateway.service import GatewayConfig, GatewayService
 from aperture.licensing.service import LicensingService, LicensingSettings, load_checklist
 from aperture.registry.service import RegistryService
+from aperture.release.reports import ReportPrinter
 from aperture.release.service import ReleaseService, board_rules
 from aperture.risk.datasets import DataDirectory
 from aperture.risk.providers import judge_provider, transformers_engine_provider
@@ -100,7 +101,8 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
         judge_provider(data, engines),
         chunk_runner,
     )
-    release = ReleaseService(database, audit, clock, registry, risk, access, board_rules(settings))
+    printer = ReportPrinter(settings.home / "reports" / "pdf", settings.release_report_printers)
+    release = ReleaseService(database, audit, clock, registry, risk, access, board_rules(settings), printer=printer)
     licensing = LicensingService(
         database,
         audit,

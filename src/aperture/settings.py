@@ -74,6 +74,12 @@ class Settings(BaseSettings):
     release_stage_grace_days: float = Field(
         default=30, ge=0, description="Days after a release stage's date before it is shown as overdue and blocked."
     )
+    release_report_printers: int = Field(
+        default=2,
+        ge=1,
+        le=16,
+        description="PDF release reports printed at once (each a headless Chromium); further requests get 503.",
+    )
     redis_url: str | None = Field(
         default=None,
         description="Redis URL (redis://host:6379/0) where gateway replicas share rate limits and quotas; "

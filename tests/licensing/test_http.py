@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from aperture.access.domain import SYSTEM, Role
+from aperture.access.domain import SYSTEM, Role, SecurityLevel, Vetting
 from aperture.bootstrap import build_services, init_instance
 from aperture.release.domain import Tier
 from aperture.settings import Settings
@@ -76,8 +76,12 @@ APPLICATION = {
 
 def test_the_whole_licensing_flow_over_http(desk: Desk, tmp_path: Path) -> None:
     alan, olive, oscar = desk.key("alan"), desk.key("olive"), desk.key("oscar")
-    catalogue = desk.api("GET", "/catalogue")  # public: no key
-    assert catalogue.status_code == 200 and catalogue.json()[0]["model"] == "tiny-licensed"
+    catalogue = desk.api("GET", "/catalogue")  # public, no key: the SL3 version listed redacted
+    [public] = catalogue.json()
+    assert catalogue.status_code == 200 and public["redacted"] and "tiny-licensed" not in catalogue.text
+    assert public["model"] == f"upper-tier model {desk.world.version.id[:8]}" and "SL3" in public["withheld"]
+    [named] = desk.api("GET", "/catalogue", alan).json()  # a vetted applicant cleared for it sees its name
+    assert named["model"] == "tiny-licensed" and not named["redacted"]
     assert "individually marked" in desk.api("GET", "/terms").json()["text"]
 
     refused(desk.api("POST", "/applications", json=APPLICATION), 401)
@@ -153,7 +157,15 @@ def test_diffusion_over_http_needs_the_boards_decision_and_the_acknowledgement(d
 
     opening = {**acknowledged, "decision_id": str(board_decides(world, Tier.OPEN, votes=3)["id"])}
     refused(desk.api("POST", "/diffusions", olive, json=opening), 403, "carrying out a release decision")
-    world.services.access.add_principal(SYSTEM, "root", organisation="institute", roles=(Role.ADMINISTRATOR,))
+    world.services.access.add_principal(  # an administrator cleared for the model (SL3, its programme)
+        SYSTEM,
+        "root",
+        organisation="institute",
+        roles=(Role.ADMINISTRATOR,),
+        clearance=SecurityLevel.SL3,
+        vetting=Vetting.SECURITY_CHECK,
+        programmes=("frontier",),
+    )
     root = desk.key("root")
     refused(desk.api("POST", "/diffusions", root, json=opening), 409, "cooling-off period runs until")
     world.clock.advance(timedelta(days=15))

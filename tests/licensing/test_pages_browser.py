@@ -15,7 +15,7 @@ from aperture.bootstrap import build_services, init_instance
 from aperture.settings import Settings
 from aperture.testing.server import running_server
 from aperture.web.app import create_app
-from tests.licensing.world import REFERENCE, SteppingClock, World, build_world
+from tests.licensing.world import MODEL, REFERENCE, SteppingClock, World, build_world
 from tests.web.test_pages_browser import browser, page, shoot
 
 __all__ = ["browser", "page"]
@@ -55,9 +55,10 @@ def sign_in(page: Any, site: str, name: str, next_page: str) -> None:
 
 
 def test_apply_screen_decide_license_and_download(site: str, page: Any, world: World) -> None:
-    response = page.goto(site + "/licensing")
+    response = page.goto(site + "/licensing")  # the public: the SL3 version redacted, never named
     assert response.status == 200
-    assert page.locator(f"[data-model='{REFERENCE}']").count() == 1
+    assert page.locator(f"[data-model='{REFERENCE}']").count() == 0 and page.locator("[data-redacted]").count() == 1
+    assert MODEL not in page.content() and "SL3" in page.locator("[data-withheld]").inner_text()
     shoot(page, "licensing-public")
 
     sign_in(page, site, "alan", f"/licensing/apply?model={REFERENCE}")

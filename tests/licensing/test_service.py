@@ -341,12 +341,12 @@ def test_diffusion_needs_the_boards_decision_and_warns_that_traceability_ends(wo
     with pytest.raises(Forbidden, match="carrying out a release decision"):
         licensing.diffuse(world.caller("olive"), REFERENCE, "open", decision_id=str(opening["id"]), acknowledge=True)
     assert release.tier_of(MODEL, VERSION) is Tier.LICENSED
-    assert [d["target"] for d in licensing.diffusions()] == ["partners"]  # the refusals recorded nothing
+    assert [d["target"] for d in licensing.diffusions(SYSTEM)] == ["partners"]  # the refusals recorded nothing
 
     done = licensing.diffuse(SYSTEM, REFERENCE, "open", decision_id=str(opening["id"]), acknowledge=True)
     assert "ENDS TRACEABILITY" in done["warning"]
     assert release.tier_of(MODEL, VERSION) is Tier.OPEN
-    assert release.proposal(str(opening["id"]))["status"] == "effective"
+    assert release.proposal(SYSTEM, str(opening["id"]))["status"] == "effective"
     assert events(world, "licensing.diffusion.open") and events(world, "release.take_effect")
     with pytest.raises(Conflict, match="not in the licensed tier"):
         licensing.diffuse(SYSTEM, REFERENCE, "partners", decision_id=licensed_decision)
@@ -354,7 +354,7 @@ def test_diffusion_needs_the_boards_decision_and_warns_that_traceability_ends(wo
 
 def test_catalogue_lists_licensed_models_with_their_terms(world: World) -> None:
     licensed(world)
-    entries = world.services.licensing.catalogue()
+    entries = world.services.licensing.catalogue(SYSTEM)
     assert [(e.model, e.version, e.minimum_security_level, e.active_licences) for e in entries] == [
         (MODEL, VERSION, "SL3", 1)
     ]

@@ -28,10 +28,10 @@ def test_the_shipped_policy_is_adopted_and_signed_at_init(board: Board) -> None:
 
 def test_no_evidence_decides_secured_then_evidence_opens(board: Board) -> None:
     release = board.services.release
-    first = release.evaluate(board.version.reference)
+    first = release.evaluate(SYSTEM, board.version.reference)
     assert first.tier is Tier.SECURED and "evidence for bio" in first.missing
     board.import_knowledge(AT_CHANCE)
-    assert release.evaluate(board.version.reference).tier is Tier.OPEN
+    assert release.evaluate(SYSTEM, board.version.reference).tier is Tier.OPEN
 
 
 def test_open_needs_the_higher_quorum_and_the_cooling_off(board: Board, clock: SteppingClock) -> None:
@@ -55,7 +55,7 @@ def test_open_needs_the_higher_quorum_and_the_cooling_off(board: Board, clock: S
     done = release.vote(board.caller("cy"), pid, True, "agree, note the tiny sample")
     assert done["status"] == "cooling-off" and done["cooling_off_until"]
     assert release.tier_of("small", "1.0") is None
-    assert release.verify_decision(pid)
+    assert release.verify_decision(SYSTEM, pid)
     assert done["record"]["conflicts_declared"] == ["dee"]
 
     with pytest.raises(Conflict, match="cooling-off period runs until"):
@@ -109,7 +109,7 @@ def test_more_open_than_the_policy_allows_is_refused_with_what_is_missing(board:
         board.services.release.propose(board.director, board.version.reference, Tier.OPEN, "open please")
     assert "at most secured" in error.value.message and "evidence for bio" in error.value.hint
     assert "release.refused" in actions(board)
-    assert board.services.release.proposals() == []
+    assert board.services.release.proposals(SYSTEM) == []
 
 
 def test_evidence_changed_after_the_proposal_makes_it_stale(board: Board) -> None:
@@ -120,7 +120,7 @@ def test_evidence_changed_after_the_proposal_makes_it_stale(board: Board) -> Non
     board.import_knowledge({"bio": 0.9})
     with pytest.raises(Conflict, match="stale: the risk profile changed"):
         release.vote(board.caller("ben"), pid, True, "ok")
-    assert release.proposal(pid)["status"] == "stale"
+    assert release.proposal(SYSTEM, pid)["status"] == "stale"
     assert release.tier_of("small", "1.0") is None
 
 
@@ -142,7 +142,7 @@ def test_only_directors_propose_and_bad_input_changes_nothing(board: Board) -> N
         release.vote(board.caller("ada"), pid, True, "")
     with pytest.raises(Forbidden, match="not a member of the release board"):
         release.vote(board.director, pid, True, "mine")
-    assert release.proposal(pid)["votes"] == []
+    assert release.proposal(SYSTEM, pid)["votes"] == []
 
 
 def test_stages_come_due_need_fresh_evidence_and_go_overdue(board: Board, clock: SteppingClock) -> None:
@@ -152,20 +152,20 @@ def test_stages_come_due_need_fresh_evidence_and_go_overdue(board: Board, clock:
     pid = release.propose(board.director, board.version.reference, Tier.HOSTED, "hosted first", stages=[stage])["id"]
     for name in ("ada", "ben"):
         release.vote(board.caller(name), pid, True, "ok")
-    [planned] = release.timeline(board.version.reference)["stages"]
+    [planned] = release.timeline(SYSTEM, board.version.reference)["stages"]
     assert planned["state"] == "planned" and planned["tier"] == "open"
     with pytest.raises(Conflict, match="not due until"):
         release.propose(board.director, board.version.reference, Tier.OPEN, "early", stage_id=planned["id"])
     clock.advance(timedelta(days=181))
-    assert [d["kind"] for d in release.due()] == ["stage due"]
+    assert [d["kind"] for d in release.due(SYSTEM)] == ["stage due"]
     with pytest.raises(Conflict, match="fresh assessment"):
         release.propose(board.director, board.version.reference, Tier.OPEN, "stage 2", stage_id=planned["id"])
     clock.advance(timedelta(days=40))
-    assert release.timeline(board.version.reference)["stages"][0]["state"] == "overdue"
+    assert release.timeline(SYSTEM, board.version.reference)["stages"][0]["state"] == "overdue"
     board.import_knowledge(AT_CHANCE)
-    assert any(d["kind"] == "re-assessment" for d in release.due())
+    assert any(d["kind"] == "re-assessment" for d in release.due(SYSTEM))
     proposal = release.propose(board.director, board.version.reference, Tier.OPEN, "stage 2", stage_id=planned["id"])
-    assert release.timeline(board.version.reference)["stages"][0]["state"] == "proposed"
+    assert release.timeline(SYSTEM, board.version.reference)["stages"][0]["state"] == "proposed"
     assert proposal["status"] == "voting"
     with pytest.raises(InvalidInput, match="no date"):
         parse_stage("open")
@@ -177,7 +177,7 @@ def test_policy_change_and_incidents_trigger_reassessment(board: Board) -> None:
     pid = release.propose(board.director, board.version.reference, Tier.HOSTED, "hosted")["id"]
     for name in ("ada", "ben"):
         release.vote(board.caller(name), pid, True, "ok")
-    assert release.timeline(board.version.reference)["reassessment"] == []
+    assert release.timeline(SYSTEM, board.version.reference)["reassessment"] == []
     text = release.shipped_policy_text()
     with pytest.raises(Conflict, match="already in force"):
         release.adopt_policy(SYSTEM, text, "again")
@@ -191,6 +191,6 @@ def test_policy_change_and_incidents_trigger_reassessment(board: Board) -> None:
         "stricter refusal",
     )
     release.trigger(board.caller("rita"), board.version.reference, "jailbreak reported through the gateway")
-    reasons = release.timeline(board.version.reference)["reassessment"]
+    reasons = release.timeline(SYSTEM, board.version.reference)["reassessment"]
     assert any("policy changed" in r for r in reasons) and any("incident: jailbreak" in r for r in reasons)
     assert [p["version"] for p in release.policies()] == ["2", "1"]

@@ -324,6 +324,33 @@ class Action(StrEnum):
     VIEW_SECURITY = "view_security"  # alerts, grants, the seal
     UNSEAL = "unseal"
     SEAL = "seal"
+    # --- release
+    ADOPT_RELEASE_POLICY = "adopt_release_policy"  # instance: put a release policy in force
+    PROPOSE_RELEASE = "propose_release"  # a version: propose a tier to the board
+    VIEW_RELEASE = "view_release"  # a version: its proposals, rationale, votes, the policy's reasoning, the due list
+    VOTE_RELEASE = "vote_release"  # a version: vote on its release, or declare a conflict of interest
+    CHALLENGE_RELEASE = "challenge_release"  # a version: challenge an opening during its cooling-off period
+    CARRY_OUT_RELEASE = "carry_out_release"  # a version: open its weights after the cooling-off period
+    WITHDRAW_RELEASE = "withdraw_release"  # a version: withdraw a proposal (context: proposer)
+    REPORT_INCIDENT = "report_incident"  # a version: record an incident, so its decision is re-assessed
+    # --- licensing
+    APPLY_LICENCE = "apply_licence"  # a version: apply for a licence to it
+    VIEW_LICENCE_APPLICATION = "view_licence_application"  # a version: read an application (context: own_organisation)
+    ANSWER_LICENCE_REQUEST = "answer_licence_request"  # a version: answer an officer's request (own_organisation)
+    SCREEN_LICENCE_APPLICATION = "screen_licence_application"  # a version: screen and decide an application
+    DRAFT_LICENCE = "draft_licence"  # a version: draft a licence's terms from an approved application
+    VIEW_LICENCE = "view_licence"  # a version: read a licence, its receivables and copies (own_organisation)
+    MANAGE_LICENCE = "manage_licence"  # a version: activate, suspend, reinstate, revoke a licence
+    ISSUE_LICENSED_COPY = "issue_licensed_copy"  # a version: make a licensee's marked copy
+    DOWNLOAD_LICENSED_COPY = "download_licensed_copy"  # a version: fetch it (own_organisation, licence_in_force)
+    DIFFUSE_LICENSED = "diffuse_licensed"  # a version: move a licensed model on at the end of its programme
+    VIEW_RECEIVABLES = "view_receivables"  # instance: every licence's receivables
+    TRACE_LEAKS = "trace_leaks"  # instance: trace a suspect model, the reverse question, trace reports
+    # --- gateway
+    MANAGE_GATEWAY = "manage_gateway"  # instance: gateway keys, limits, the backends' list
+    CONFIGURE_GATEWAY_MODEL = "configure_gateway_model"  # a version: bind, grant, price, safety policy
+    VIEW_GATEWAY_USAGE = "view_gateway_usage"  # instance: usage reports (context: own_organisation)
+    VIEW_GATEWAY_ALERTS = "view_gateway_alerts"  # instance: the gateway's alerts, and picking them up
 
 
 WEIGHT_ACTIONS = (Action.DOWNLOAD, Action.EXPORT, Action.COPY_TO_HUB)
@@ -441,10 +468,16 @@ def decision_context(
     grant: bool = False,
     security_officer_approved: bool = False,
     requester: str | None = None,
+    facts: Mapping[str, bool | int | str] | None = None,
 ) -> dict[str, Any]:
     """What the request carries besides the entities: the caller's roles (from the key or session,
-    so a key restricted to fewer roles acts with fewer), grant facts, the grant's requester."""
-    context: dict[str, Any] = {
+    so a key restricted to fewer roles acts with fewer), grant facts, the grant's requester, and
+    facts about the record acted on that a policy needs (`own_organisation`: the application or
+    licence is the caller's organisation's; `proposer`: the caller proposed it). A fact never
+    replaces the roles or the grant facts."""
+    reserved = ("roles", "grant", "security_officer_approved", "requester")
+    context: dict[str, Any] = {name: value for name, value in (facts or {}).items() if name not in reserved}
+    context |= {
         "roles": [role.value for role in caller.roles],
         "grant": grant,
         "security_officer_approved": security_officer_approved,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -506,13 +506,15 @@ class AccessService:
         grant: bool = False,
         security_officer_approved: bool = False,
         requester: str | None = None,
+        facts: Mapping[str, bool | int | str] | None = None,
     ) -> Decision:
         """The decision alone: Cedar over the entity store, the key's scopes; no audit, no observers.
-        `authorize` is what use cases call; this is its core (and what the benchmark measures)."""
+        `authorize` is what use cases call; this is its core (and what the benchmark measures).
+        `facts` are what the policy needs to know about the record acted on (who owns it)."""
         entities, known, assets = self._entity_store()
         principal = caller.principal if caller.principal in known else UNREGISTERED
         context = decision_context(
-            caller, grant=grant, security_officer_approved=security_officer_approved, requester=requester
+            caller, grant=grant, security_officer_approved=security_officer_approved, requester=requester, facts=facts
         )
         if asset is None:
             resource_type, resource, level = "Instance", INSTANCE_UID, None
@@ -549,6 +551,7 @@ class AccessService:
         security_officer_approved: bool = False,
         requester: str | None = None,
         purpose: str = "read",
+        facts: Mapping[str, bool | int | str] | None = None,
     ) -> Decision:
         """The one authorization function. Deny by default; a result, never an exception.
 
@@ -562,6 +565,7 @@ class AccessService:
             grant=grant,
             security_officer_approved=security_officer_approved,
             requester=requester,
+            facts=facts,
         )
         classification = None if asset is None else self.lookup(asset)
         if decision.upper_tier and classification is not None:
@@ -600,9 +604,11 @@ class AccessService:
             hint=_forbidden_hint(action, decision),
         )
 
-    def require_instance(self, caller: Caller, action: Action) -> Decision:
+    def require_instance(
+        self, caller: Caller, action: Action, *, facts: Mapping[str, bool | int | str] | None = None
+    ) -> Decision:
         """Raise unless the caller may do an instance-wide action; a refusal is audited."""
-        decision = self.decide(caller, action)
+        decision = self.decide(caller, action, facts=facts)
         if not decision.allowed:
             self.audit.record(
                 actor=caller.actor,

@@ -19,19 +19,18 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.applications import Starlette
 from starlette.routing import Route
 
 from aperture import __version__
-from aperture.access.domain import Caller
 from aperture.core.errors import ApertureError, InvalidInput, TooLarge
 from aperture.gateway.domain import BackendKind, openai_error
 from aperture.gateway.engine import Event
 from aperture.gateway.service import Admitted, CompletionRequest, ContentBlocked, GatewayService, RateLimited
-from aperture.http_support import bearer_token, caller_dependency, require_authenticated
+from aperture.http_support import SignedIn, bearer_token
 
 if TYPE_CHECKING:
     from aperture.bootstrap import Services
@@ -469,7 +468,6 @@ class IssuedKeyOut(KeyOut):
 
 def build_router(services: Services) -> APIRouter:
     router = APIRouter(prefix="/gateway", tags=["gateway"])
-    caller_of = caller_dependency(services)
     gateway = services.gateway
 
     def key_out(key: Any) -> dict[str, Any]:
@@ -484,27 +482,22 @@ def build_router(services: Services) -> APIRouter:
         }
 
     @router.get("/keys", response_model=list[KeyOut])
-    def list_keys(organisation: str | None = None, caller: Caller = Depends(caller_of)) -> list[dict[str, Any]]:
-        require_authenticated(caller)
+    def list_keys(caller: SignedIn, organisation: str | None = None) -> list[dict[str, Any]]:
         return [key_out(k) for k in gateway.list_keys(caller, organisation)]
 
     @router.post("/keys", response_model=IssuedKeyOut, status_code=201)
-    def issue_key(body: KeyIn, caller: Caller = Depends(caller_of)) -> dict[str, Any]:
-        require_authenticated(caller)
+    def issue_key(body: KeyIn, caller: SignedIn) -> dict[str, Any]:
         issued = gateway.issue_key(caller, organisation=body.organisation, name=body.name, expires_at=body.expires_at)
         return {**key_out(issued.key), "key": issued.text}
 
     @router.delete("/keys/{key_id}", response_model=KeyOut)
-    def revoke_key(key_id: str, caller: Caller = Depends(caller_of)) -> dict[str, Any]:
-        require_authenticated(caller)
+    def revoke_key(key_id: str, caller: SignedIn) -> dict[str, Any]:
         return key_out(gateway.revoke_key(caller, key_id))
 
     @router.get("/backends")
-    def list_backends(caller: Caller = Depends(caller_of)) -> list[dict[str, Any]]:
-        require_authenticated(caller)
-        gateway.list_keys(caller)  # the same role check as the other operator routes
+    def list_backends(caller: SignedIn) -> list[dict[str, Any]]:
         rows = []
-        for backend in gateway.backends():
+        for backend in gateway.list_backends(caller):
             health = gateway.health.get(backend.model)
             rows.append(
                 {
@@ -522,13 +515,12 @@ def build_router(services: Services) -> APIRouter:
 
     @router.get("/usage", response_model=None)
     def usage(
+        caller: SignedIn,
         organisation: str | None = None,
         since: str | None = Query(None, description="first day, YYYY-MM-DD"),
         until: str | None = Query(None, description="last day, YYYY-MM-DD"),
         format: Literal["json", "csv"] = "json",
-        caller: Caller = Depends(caller_of),
     ) -> Response:
-        require_authenticated(caller)
         rows = gateway.usage(caller, organisation=organisation, since=since, until=until)
         if format == "csv":
             return PlainTextResponse(
@@ -539,13 +531,11 @@ def build_router(services: Services) -> APIRouter:
         return JSONResponse([row.as_dict() for row in rows])
 
     @router.get("/alerts")
-    def alerts(open_only: bool = False, caller: Caller = Depends(caller_of)) -> list[dict[str, Any]]:
-        require_authenticated(caller)
+    def alerts(caller: SignedIn, open_only: bool = False) -> list[dict[str, Any]]:
         return [alert.as_dict() for alert in gateway.alerts(caller, open_only=open_only)]
 
     @router.post("/alerts/{alert_id}/pick-up", status_code=204)
-    def pick_up(alert_id: str, caller: Caller = Depends(caller_of)) -> Response:
-        require_authenticated(caller)
+    def pick_up(alert_id: str, caller: SignedIn) -> Response:
         gateway.pick_up_alert(caller, alert_id)
         return Response(status_code=204)
 

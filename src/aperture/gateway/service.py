@@ -22,7 +22,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from aperture.access.domain import SYSTEM, Caller, Role
+from aperture.access.domain import SYSTEM, Action, Caller
+from aperture.access.refusals import ask, ask_instance
 from aperture.access.service import AccessService
 from aperture.audit.service import AuditLog
 from aperture.core.clock import Clock
@@ -66,15 +67,14 @@ from aperture.gateway.limits import Limiter, Quota
 from aperture.gateway.metering import Meter
 from aperture.gateway.safety import Classifier, build_classifier, parse_classifier
 from aperture.registry.domain import ModelVersion, parse_reference
-from aperture.registry.service import RegistryService
+from aperture.registry.service import RegistryService, version_asset
 from aperture.release.domain import Tier
 from aperture.release.service import ReleaseService
 from aperture.vault.service import VaultService
 
 log = logging.getLogger("aperture.gateway")
 
-MANAGERS = (Role.ADMINISTRATOR,)
-ALERT_READERS = (Role.ADMINISTRATOR, Role.SECURITY_OFFICER, Role.RAID_ANALYST)
+ALERT_ROLES = "administrator, security_officer or raid_analyst"
 
 
 class RateLimited(ApertureError):
@@ -378,10 +378,32 @@ class GatewayService:
             )
         return GatewayCaller(key.key_id, key.organisation)
 
-    def _require(self, caller: Caller, roles: Sequence[Role] = MANAGERS) -> None:
-        if not any(caller.has(role) for role in roles):
-            wanted = ", ".join(r.value for r in roles)
-            raise Forbidden(f"this needs one of the roles: {wanted}", hint="ask an administrator")
+    def _require(self, caller: Caller, action: Action = Action.MANAGE_GATEWAY, **facts: bool) -> None:
+        """An instance-wide act on the gateway: the access service decides (and audits a refusal)."""
+        wanted = "the role administrator" if action is not Action.VIEW_GATEWAY_ALERTS else "the role " + ALERT_ROLES
+        ask_instance(
+            self.access, caller, action, message=f"this needs {wanted}", hint="ask an administrator", facts=facts
+        )
+
+    def _configurable(self, caller: Caller, reference: str) -> ModelVersion:
+        """A version an administrator cleared for it configures (bind, grant, price, policy): one the
+        caller may not see reads exactly like one that does not exist."""
+        version = self.registry.find_version(reference, caller)
+        missing = NotFound(f"no version {reference}", hint="`aperture models list` shows the registered models")
+        ask(
+            self.access,
+            caller,
+            Action.CONFIGURE_GATEWAY_MODEL,
+            version_asset(version.id),
+            missing=missing,
+            message="this needs the role administrator",
+            hint="ask an administrator",
+        )
+        return version
+
+    def _upper(self, version: ModelVersion) -> bool:
+        found = self.registry.classification(version)
+        return found is None or found.level.upper_tier
 
     def _require_organisation(self, name: str) -> None:
         if name not in {o.name for o in self.access.list_organisations()}:
@@ -453,8 +475,7 @@ class GatewayService:
         timeout_s: float = 60.0,
         api_key: str | None = None,
     ) -> Backend:
-        self._require(caller)
-        version = self.registry.find_version(reference, caller)
+        version = self._configurable(caller, reference)
         if kind is BackendKind.REMOTE:
             if not url:
                 raise InvalidInput("a remote backend needs a URL", hint="pass --url http://host:port/v1")
@@ -486,19 +507,25 @@ class GatewayService:
                 connection,
                 actor=caller.actor,
                 action="gateway.backend.bound",
-                resource=f"model:{version.reference}",
+                resource=self.registry.log_name(version),
                 details={"kind": kind.value, "url": url, "remote_model": remote_model, "timeout_s": str(timeout_s)},
+                upper_tier=self._upper(version),
             )
         self.invalidate()
         return backend
 
     def unbind(self, caller: Caller, reference: str) -> None:
-        self._require(caller)
+        version = self._configurable(caller, reference)
+        reference = version.reference
         with self.database.transaction() as connection:
             if not store.delete_backend(connection, reference):
                 raise NotFound(f"{reference} is not bound to a backend", hint="`aperture gateway backends list`")
             self.audit.append(
-                connection, actor=caller.actor, action="gateway.backend.removed", resource=f"model:{reference}"
+                connection,
+                actor=caller.actor,
+                action="gateway.backend.removed",
+                resource=self.registry.log_name(version),
+                upper_tier=self._upper(version),
             )
         engine = self._engines.pop(reference, None)
         if engine is not None:
@@ -509,11 +536,15 @@ class GatewayService:
         with self.database.read() as connection:
             return store.list_backends(connection)
 
+    def list_backends(self, caller: Caller) -> list[Backend]:
+        """The bindings, for the gateway's operators."""
+        self._require(caller)
+        return self.backends()
+
     def grant(self, caller: Caller, organisation: str, reference: str, *, revoke: bool = False) -> None:
         """An explicit grant: the organisation may call this licensed or secured version."""
-        self._require(caller)
+        version = self._configurable(caller, reference)
         self._require_organisation(organisation)
-        version = self.registry.find_version(reference, caller)
         with self.database.transaction() as connection:
             if revoke:
                 if not store.delete_grant(connection, organisation, version.reference):
@@ -524,8 +555,9 @@ class GatewayService:
                 connection,
                 actor=caller.actor,
                 action="gateway.grant.revoked" if revoke else "gateway.grant.given",
-                resource=f"model:{version.reference}",
+                resource=self.registry.log_name(version),
                 details={"organisation": organisation},
+                upper_tier=self._upper(version),
             )
         self.invalidate()
 
@@ -557,9 +589,8 @@ class GatewayService:
         return dict(self.snapshot().limits)
 
     def set_price(self, caller: Caller, reference: str, input_eur: float, output_eur: float) -> Price:
-        self._require(caller)
+        version = self._configurable(caller, reference)
         check_price(input_eur, output_eur)
-        version = self.registry.find_version(reference, caller)
         price = Price(version.reference, input_eur, output_eur)
         with self.database.transaction() as connection:
             store.put_price(connection, price, self.clock.now())
@@ -567,8 +598,9 @@ class GatewayService:
                 connection,
                 actor=caller.actor,
                 action="gateway.price.set",
-                resource=f"model:{version.reference}",
+                resource=self.registry.log_name(version),
                 details={"input_eur_per_mtok": str(input_eur), "output_eur_per_mtok": str(output_eur)},
+                upper_tier=self._upper(version),
             )
         self.invalidate()
         return price
@@ -577,8 +609,7 @@ class GatewayService:
         return dict(self.snapshot().prices)
 
     def set_policy(self, caller: Caller, reference: str, data: dict[str, Any]) -> SafetyPolicy:
-        self._require(caller)
-        version = self.registry.find_version(reference, caller)
+        version = self._configurable(caller, reference)
         policy = SafetyPolicy.from_dict(version.reference, data)
         if policy.classifier:
             parse_classifier(policy.classifier)
@@ -588,7 +619,8 @@ class GatewayService:
                 connection,
                 actor=caller.actor,
                 action="gateway.policy.set",
-                resource=f"model:{version.reference}",
+                resource=self.registry.log_name(version),
+                upper_tier=self._upper(version),
                 details={
                     "input_rules": len(policy.input.keywords) + len(policy.input.patterns),
                     "output_rules": len(policy.output.keywords) + len(policy.output.patterns),
@@ -613,13 +645,18 @@ class GatewayService:
         until: str | None = None,
     ) -> list[DailyUsage]:
         """Daily totals. An administrator sees every organisation; a person sees their own."""
-        if not caller.has(Role.ADMINISTRATOR):
-            own = self._organisation_of(caller)
-            if own is None or (organisation is not None and organisation != own):
-                raise Forbidden(
-                    "you may see only your own organisation's usage", hint="ask an administrator for other reports"
-                )
-            organisation = own
+        own = self._organisation_of(caller)
+        ask_instance(
+            self.access,
+            caller,
+            Action.VIEW_GATEWAY_USAGE,
+            message="you may see only your own organisation's usage",
+            hint="ask an administrator for other reports",
+            facts={"own_organisation": own is not None and organisation in (None, own)},
+        )
+        if organisation is None:  # every organisation's usage for whoever may see others', else one's own
+            others = self.access.decide(caller, Action.VIEW_GATEWAY_USAGE, facts={"own_organisation": False})
+            organisation = None if others.allowed else own
         for value in (since, until):
             if value is not None:
                 try:
@@ -649,13 +686,13 @@ class GatewayService:
         return buffer.getvalue()
 
     def alerts(self, caller: Caller, *, open_only: bool = False) -> list[Alert]:
-        self._require(caller, ALERT_READERS)
+        self._require(caller, Action.VIEW_GATEWAY_ALERTS)
         with self.database.read() as connection:
             return store.list_alerts(connection, open_only=open_only)
 
     def pick_up_alert(self, caller: Caller, alert_id: str) -> None:
         """The risk desk takes the alert (it stays, with its evidence)."""
-        self._require(caller, ALERT_READERS)
+        self._require(caller, Action.VIEW_GATEWAY_ALERTS)
         with self.database.transaction() as connection:
             if not store.mark_alert_picked_up(connection, alert_id, self.clock.now()):
                 raise NotFound(f"no gateway alert {alert_id}", hint="`aperture gateway alerts` lists them")

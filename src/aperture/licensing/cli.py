@@ -36,13 +36,14 @@ def _services(ctx: typer.Context) -> Services:
 @command_errors
 def catalogue(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Model versions offered under licence, and the standard terms."""
-    entries = _services(ctx).licensing.catalogue()
+    entries = _services(ctx).licensing.catalogue(SYSTEM)
     if as_json:
         print_json([entry.__dict__ for entry in entries])
         return
     table = Table("model", "version", "minimum SL", "licence text", "active licences")
     for e in entries:
-        table.add_row(e.model, e.version, e.minimum_security_level, e.licence_text_version, str(e.active_licences))
+        licences = "withheld" if e.active_licences is None else str(e.active_licences)
+        table.add_row(e.model, e.version or "withheld", e.minimum_security_level, e.licence_text_version, licences)
     out_console.print(table)
 
 

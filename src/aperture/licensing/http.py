@@ -8,13 +8,12 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, Depends, File, Query, UploadFile
+from fastapi import APIRouter, File, Query, UploadFile
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from aperture.access.domain import Caller
 from aperture.core.errors import TooLarge
-from aperture.http_support import caller_dependency, require_authenticated
+from aperture.http_support import SignedIn, Visitor
 from aperture.licensing.domain import (
     LICENCE_TEXT,
     TRANSITIONS,
@@ -33,11 +32,13 @@ MAX_SUSPECT_BYTES = 64 * 1024**3
 
 
 class CatalogueOut(BaseModel):
-    model: str
-    version: str
+    model: str = Field(description="The model's name, or the public registry's label of a redacted entry")
+    version: str | None
     minimum_security_level: str
     licence_text_version: str
-    active_licences: int
+    active_licences: int | None
+    redacted: bool = Field(False, description="Upper tier and you are not cleared for it: name and counts withheld")
+    withheld: str | None = Field(None, description="What a redacted entry withholds, why, and how to see it")
 
 
 class ApplicationIn(BaseModel):
@@ -235,12 +236,11 @@ def copy_out(copy: Copy) -> CopyOut:
 
 def build_router(services: Services) -> APIRouter:
     router = APIRouter(prefix="/licensing", tags=["licensing"])
-    caller_of = caller_dependency(services)
     licensing = services.licensing
 
     @router.get("/catalogue", response_model=list[CatalogueOut], summary="Models offered under licence (public)")
-    def catalogue() -> list[CatalogueOut]:
-        return [CatalogueOut(**entry.__dict__) for entry in licensing.catalogue()]
+    def catalogue(caller: Visitor) -> list[CatalogueOut]:
+        return [CatalogueOut(**entry.__dict__) for entry in licensing.catalogue(caller)]
 
     @router.get("/terms", summary="The standard licence text, its version and the lifecycle (public)")
     def terms() -> dict[str, Any]:
@@ -252,8 +252,7 @@ def build_router(services: Services) -> APIRouter:
         }
 
     @router.post("/applications", response_model=ApplicationOut, status_code=201, summary="Apply for a licence")
-    def apply(body: ApplicationIn, caller: Caller = Depends(caller_of)) -> ApplicationOut:
-        require_authenticated(caller)
+    def apply(body: ApplicationIn, caller: SignedIn) -> ApplicationOut:
         application = licensing.apply(
             caller,
             body.model,
@@ -274,25 +273,21 @@ def build_router(services: Services) -> APIRouter:
 
     @router.get("/applications", response_model=list[ApplicationOut], summary="Yours; officers: all, or the queue")
     def list_applications(
+        caller: SignedIn,
         queue: bool = Query(False, description="Officers: only those waiting for an officer"),
-        caller: Caller = Depends(caller_of),
     ) -> list[ApplicationOut]:
-        require_authenticated(caller)
         return [application_out(a) for a in licensing.list_applications(caller, queue=queue)]
 
     @router.get("/applications/{application_id}", response_model=ApplicationOut)
-    def get_application(application_id: str, caller: Caller = Depends(caller_of)) -> ApplicationOut:
-        require_authenticated(caller)
+    def get_application(application_id: str, caller: SignedIn) -> ApplicationOut:
         return application_out(licensing.get_application(caller, application_id))
 
     @router.post("/applications/{application_id}/screening", response_model=ApplicationOut, summary="Answer a question")
-    def screen(application_id: str, body: ScreenIn, caller: Caller = Depends(caller_of)) -> ApplicationOut:
-        require_authenticated(caller)
+    def screen(application_id: str, body: ScreenIn, caller: SignedIn) -> ApplicationOut:
         return application_out(licensing.screen(caller, application_id, body.question, body.answer, body.note))
 
     @router.post("/applications/{application_id}/decision", response_model=ApplicationOut, summary="An officer decides")
-    def decide(application_id: str, body: DecisionIn, caller: Caller = Depends(caller_of)) -> ApplicationOut:
-        require_authenticated(caller)
+    def decide(application_id: str, body: DecisionIn, caller: SignedIn) -> ApplicationOut:
         return application_out(licensing.decide(caller, application_id, body.outcome, body.reasons))
 
     @router.post(
@@ -300,63 +295,52 @@ def build_router(services: Services) -> APIRouter:
         response_model=ApplicationOut,
         summary="The second approver (upper-tier models)",
     )
-    def second(application_id: str, caller: Caller = Depends(caller_of)) -> ApplicationOut:
-        require_authenticated(caller)
+    def second(application_id: str, caller: SignedIn) -> ApplicationOut:
         return application_out(licensing.second_approval(caller, application_id))
 
     @router.post("/applications/{application_id}/answers", response_model=ApplicationOut, summary="Answer a request")
-    def answer(application_id: str, body: AnswerIn, caller: Caller = Depends(caller_of)) -> ApplicationOut:
-        require_authenticated(caller)
+    def answer(application_id: str, body: AnswerIn, caller: SignedIn) -> ApplicationOut:
         return application_out(licensing.answer_request(caller, application_id, body.text))
 
     @router.post("/licences", response_model=LicenceOut, status_code=201, summary="Draft terms from an approval")
-    def grant(body: LicenceIn, caller: Caller = Depends(caller_of)) -> LicenceOut:
-        require_authenticated(caller)
+    def grant(body: LicenceIn, caller: SignedIn) -> LicenceOut:
         licence = licensing.grant_licence(
             caller, body.application_id, starts_on=body.starts_on, sublicensing=body.sublicensing
         )
         return licence_out(licence)
 
     @router.get("/licences", response_model=list[LicenceOut], summary="Yours; officers: all")
-    def list_licences(caller: Caller = Depends(caller_of)) -> list[LicenceOut]:
-        require_authenticated(caller)
+    def list_licences(caller: SignedIn) -> list[LicenceOut]:
         return [licence_out(licence) for licence in licensing.list_licences(caller)]
 
     @router.get("/licences/{licence_id}", response_model=LicenceOut)
-    def get_licence(licence_id: str, caller: Caller = Depends(caller_of)) -> LicenceOut:
-        require_authenticated(caller)
+    def get_licence(licence_id: str, caller: SignedIn) -> LicenceOut:
         return licence_out(licensing.get_licence(caller, licence_id))
 
     @router.post(
         "/licences/{licence_id}/events", response_model=LicenceOut, summary="activate/suspend/reinstate/revoke"
     )
-    def change(licence_id: str, body: EventIn, caller: Caller = Depends(caller_of)) -> LicenceOut:
-        require_authenticated(caller)
+    def change(licence_id: str, body: EventIn, caller: SignedIn) -> LicenceOut:
         return licence_out(licensing.change_licence(caller, licence_id, body.event, body.reason))
 
     @router.get("/licences/{licence_id}/receivables", response_model=list[ReceivableOut])
-    def receivables(licence_id: str, caller: Caller = Depends(caller_of)) -> list[ReceivableOut]:
-        require_authenticated(caller)
+    def receivables(licence_id: str, caller: SignedIn) -> list[ReceivableOut]:
         return [receivable_out(item) for item in licensing.receivables(caller, licence_id)]
 
     @router.get("/receivables", response_model=list[ReceivableOut], summary="Every receivable (officers)")
-    def all_receivables(caller: Caller = Depends(caller_of)) -> list[ReceivableOut]:
-        require_authenticated(caller)
+    def all_receivables(caller: SignedIn) -> list[ReceivableOut]:
         return [receivable_out(item) for item in licensing.receivables(caller)]
 
     @router.post("/licences/{licence_id}/copies", response_model=CopyOut, status_code=201, summary="Make a marked copy")
-    def issue_copy(licence_id: str, caller: Caller = Depends(caller_of)) -> CopyOut:
-        require_authenticated(caller)
+    def issue_copy(licence_id: str, caller: SignedIn) -> CopyOut:
         return copy_out(licensing.issue_copy(caller, licence_id))
 
     @router.get("/licences/{licence_id}/copies", response_model=list[CopyOut])
-    def list_copies(licence_id: str, caller: Caller = Depends(caller_of)) -> list[CopyOut]:
-        require_authenticated(caller)
+    def list_copies(licence_id: str, caller: SignedIn) -> list[CopyOut]:
         return [copy_out(copy) for copy in licensing.list_copies(caller, licence_id)]
 
     @router.post("/copies/{copy_id}/tokens", response_model=TokenOut, status_code=201, summary="A single-use token")
-    def token(copy_id: str, caller: Caller = Depends(caller_of)) -> TokenOut:
-        require_authenticated(caller)
+    def token(copy_id: str, caller: SignedIn) -> TokenOut:
         issued = licensing.issue_download_token(caller, copy_id)
         return TokenOut(
             token=issued.token, url=f"/api/v1/licensing/downloads/{issued.token}", expires_at=issued.expires_at
@@ -368,19 +352,17 @@ def build_router(services: Services) -> APIRouter:
         response_class=StreamingResponse,
         responses={200: {"content": {"application/x-tar": {}}}},
     )
-    def download(token: str, caller: Caller = Depends(caller_of)) -> StreamingResponse:
-        require_authenticated(caller)
+    def download(token: str, caller: SignedIn) -> StreamingResponse:
         found = licensing.redeem(caller, token)
         headers = {"Content-Disposition": f'attachment; filename="{found.filename}"'}
         return StreamingResponse(found.chunks, media_type=found.media_type, headers=headers)
 
     @router.post("/traces", response_model=TraceOut, status_code=201, summary="Trace a suspect model (upload)")
     def trace(
+        caller: SignedIn,
         file: UploadFile = File(description="A safetensors or GGUF file"),
         model: str | None = Query(None, description="NAME:VERSION of the original, when known"),
-        caller: Caller = Depends(caller_of),
     ) -> TraceOut:
-        require_authenticated(caller)
         licensing.require_tracer(caller)
         with tempfile.TemporaryDirectory(prefix="aperture-trace-") as folder:
             name = Path(file.filename or "suspect").name or "suspect"
@@ -398,21 +380,18 @@ def build_router(services: Services) -> APIRouter:
         )
 
     @router.get("/traces", summary="Trace reports (officers)")
-    def traces(caller: Caller = Depends(caller_of)) -> list[dict[str, Any]]:
-        require_authenticated(caller)
+    def traces(caller: SignedIn) -> list[dict[str, Any]]:
         return licensing.list_traces(caller)
 
     @router.get("/traces/{trace_id}", response_model=TraceOut)
-    def get_trace(trace_id: str, caller: Caller = Depends(caller_of)) -> TraceOut:
-        require_authenticated(caller)
+    def get_trace(trace_id: str, caller: SignedIn) -> TraceOut:
         result = licensing.get_trace(caller, trace_id)
         return TraceOut(
             id=result.trace_id, report=result.report, signature=result.signature, signing_key_id=result.key_id
         )
 
     @router.post("/diffusions", status_code=201, summary="End-of-programme diffusion (open or partners)")
-    def diffuse(body: DiffusionIn, caller: Caller = Depends(caller_of)) -> dict[str, Any]:
-        require_authenticated(caller)
+    def diffuse(body: DiffusionIn, caller: SignedIn) -> dict[str, Any]:
         return licensing.diffuse(
             caller,
             body.model,

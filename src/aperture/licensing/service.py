@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from aperture.access.domain import SYSTEM, Caller, PrincipalKind, Role
+from aperture.access.domain import SYSTEM, Action, Caller, PrincipalKind
+from aperture.access.refusals import ask, ask_instance
 from aperture.access.service import AccessService
 from aperture.audit.service import AuditLog
 from aperture.core.canonical import canonical_json
@@ -82,16 +83,19 @@ from aperture.licensing.weights import (
     safetensors_stream,
 )
 from aperture.registry.domain import ArtifactFile, ModelVersion
-from aperture.registry.service import RegistryService
+from aperture.registry.service import RegistryService, version_asset
 from aperture.release.domain import Tier, controls
-from aperture.release.service import ReleaseService
+from aperture.release.service import ReleaseService, redacted_label
 from aperture.security.domain import TOKEN_PREFIX, check_token, token_hash
 from aperture.vault.keys import verify_ed25519
 from aperture.vault.service import VaultService
 
 MASTER = "marks-master"
 CLOCK_ACTOR = "licensing-clock"
-OFFICER_ROLES = (Role.LICENSING_OFFICER,)
+CATALOGUE_WITHHELD = (
+    "the name, version and number of licences: licensed models are stored at SL3 (the upper tier), so only people "
+    "cleared for the model's programme see them; vetted applicants see them when signed in"
+)
 STREAM_CHUNK = 1024 * 1024
 SEAL_HINT = (
     "the master secret of the marks lives in the sealed upper tier: run `aperture seal init --custodian NAME ... "
@@ -123,11 +127,17 @@ def load_checklist(path: Path | None) -> tuple[Question, ...]:
 
 @dataclass(frozen=True)
 class CatalogueEntry:
+    """A licensed version and its standard terms; `redacted` entries (upper tier, the caller not
+    cleared) carry the public registry's label instead of the name, and withhold the version and
+    the number of licences."""
+
     model: str
-    version: str
+    version: str | None
     minimum_security_level: str
     licence_text_version: str
-    active_licences: int
+    active_licences: int | None
+    redacted: bool = False
+    withheld: str | None = None
 
 
 @dataclass(frozen=True)
@@ -191,42 +201,105 @@ class LicensingService:
             return None
         return principal.organisation if principal.kind is PrincipalKind.PERSON else None
 
-    def is_officer(self, caller: Caller) -> bool:
-        return any(caller.has(role) for role in OFFICER_ROLES)
+    def desk(self, caller: Caller) -> bool:
+        """Whether the caller is the licensing desk (officers, administrators): for pages' headings;
+        every use case decides again."""
+        return self.access.decide(caller, Action.VIEW_RECEIVABLES).allowed
 
-    def _require_officer(self, caller: Caller) -> None:
-        if not self.is_officer(caller):
-            raise Forbidden("only licensing officers do this", hint="a person with the licensing_officer role")
+    def permits(self, caller: Caller, action: Action, model_version_id: str, *, own: bool = False) -> bool:
+        """Whether the access service would let the caller do `action` on the version now (for a
+        page's buttons; the use case behind the button decides again). `own`: the record is the
+        caller's organisation's."""
+        return self.access.decide(
+            caller, action, version_asset(model_version_id), facts={"own_organisation": own}
+        ).allowed
+
+    def may_download(self, caller: Caller, licence: Licence) -> bool:
+        """Whether the caller may download the licence's copies now (a page's download buttons)."""
+        return self.access.decide(
+            caller,
+            Action.DOWNLOAD_LICENSED_COPY,
+            version_asset(licence.terms.model_version_id),
+            facts={
+                "own_organisation": self._organisation_of(caller) == licence.terms.organisation,
+                "licence_in_force": licence.in_force(self.clock.now().date()),
+            },
+        ).allowed
+
+    def _upper(self, model_version_id: str) -> bool:
+        """Whether events about the version concern the upper tier (licensed versions are stored at SL3)."""
+        found = self.access.lookup(version_asset(model_version_id))
+        return found is None or found.level.upper_tier
+
+    def _ask(
+        self,
+        caller: Caller,
+        action: Action,
+        model_version_id: str,
+        *,
+        missing: NotFound,
+        message: str,
+        hint: str,
+        **facts: bool,
+    ) -> None:
+        """The access service decides; a version the caller may not see raises `missing`."""
+        asset = version_asset(model_version_id)
+        ask(self.access, caller, action, asset, missing=missing, message=message, hint=hint, facts=facts)
+
+    def _sees(self, caller: Caller, action: Action, model_version_id: str, *, own: bool, purpose: str) -> bool:
+        """Reads of records: the caller sees it or it is absent (another organisation's record, a
+        version above the caller's clearance, an action the key's scopes leave out all read alike)."""
+        asset = version_asset(model_version_id)
+        return self.access.authorize(caller, action, asset, purpose=purpose, facts={"own_organisation": own}).allowed
+
+    def _desk(self, caller: Caller, action: Action, message: str) -> None:
+        ask_instance(self.access, caller, action, message=message, hint="ask a licensing officer")
 
     def require_tracer(self, caller: Caller) -> None:
         """Tracing and the reverse question: licensing officers and administrators."""
-        self._require_manager(caller)
-
-    def _require_manager(self, caller: Caller) -> None:
-        """Lifecycle steps: a licensing officer, or the instance's administrator (the CLI operator)."""
-        if not (self.is_officer(caller) or caller.has(Role.ADMINISTRATOR)):
-            raise Forbidden("only licensing officers or administrators change licences", hint="ask a licensing officer")
+        self._desk(caller, Action.TRACE_LEAKS, "only licensing officers or administrators trace copies")
 
     # --- the public catalogue ---------------------------------------------------------------
 
-    def catalogue(self) -> list[CatalogueEntry]:
-        """Model versions in the licensed tier and the standard terms they are offered on."""
+    def catalogue(self, caller: Caller) -> list[CatalogueEntry]:
+        """Model versions in the licensed tier and the standard terms they are offered on.
+
+        Licensed versions are stored at SL3, in the upper tier: a caller cleared for one sees its
+        name (vetted applicants, to know what they apply for); everyone else sees it redacted under
+        the public registry's label, listed, never omitted, with what is withheld and how to qualify."""
         self.expire_due()
-        entries: list[CatalogueEntry] = []
+        tiers = self.release.tiers_in_effect()
         with self.database.read() as connection:
             active = store.list_licences(connection, states=(LicenceState.ACTIVE.value,))
+        entries: list[CatalogueEntry] = []
+        minimum = controls(Tier.LICENSED).minimum_security_level.name
         for summary in self.registry.list_models():
-            for version in summary.versions:
-                if self.release.tier_of(summary.name, version) is not Tier.LICENSED:
+            for version in self.registry.get_model(summary.name).versions:  # listed, not read
+                if tiers.get(version.id) is not Tier.LICENSED:
                     continue
-                record = self.registry.get_version(summary.name, version)
+                classification = self.registry.classification(version)
+                secret = classification is None or classification.level.upper_tier or classification.canary
+                asset = version_asset(version.id)
+                if secret and not self.access.authorize(caller, Action.VIEW, asset, purpose="list").allowed:
+                    entries.append(
+                        CatalogueEntry(
+                            redacted_label(version),
+                            None,
+                            minimum,
+                            LICENCE_TEXT_VERSION,
+                            None,
+                            redacted=True,
+                            withheld=CATALOGUE_WITHHELD,
+                        )
+                    )
+                    continue
                 entries.append(
                     CatalogueEntry(
-                        summary.name,
-                        version,
-                        controls(Tier.LICENSED).minimum_security_level.name,
+                        version.model_name,
+                        version.version,
+                        minimum,
                         LICENCE_TEXT_VERSION,
-                        sum(1 for licence in active if licence.terms.model_version_id == record.id),
+                        sum(1 for licence in active if licence.terms.model_version_id == version.id),
                     )
                 )
         return entries
@@ -257,7 +330,16 @@ class LicensingService:
                 "only people of a registered organisation apply for a licence",
                 hint="an administrator registers your organisation and you as its person first",
             )
-        version = self.registry.find_version(reference)
+        # A version the applicant may not see reads exactly like one that does not exist (no tier named).
+        version = self.registry.find_version(reference, caller)
+        self._ask(
+            caller,
+            Action.APPLY_LICENCE,
+            version.id,
+            missing=NotFound(f"no version {reference}", hint="`aperture licensing catalogue` lists what is offered"),
+            message="only people of a registered organisation apply for a licence",
+            hint="an administrator registers your organisation and you as its person first",
+        )
         tier = self.release.tier_of(version.model_name, version.version)
         if tier is not Tier.LICENSED:
             raise Conflict(
@@ -296,38 +378,47 @@ class LicensingService:
                 action="licensing.application.submitted",
                 resource=f"licensing.application:{application.id}",
                 details={"organisation": organisation, "model": version.reference},
+                upper_tier=application.upper_tier,
             )
         return application
 
     def get_application(self, caller: Caller, application_id: str) -> Application:
+        """One application: the desk's and the applying organisation's people cleared for its
+        version see it; for anyone else it reads exactly like one that does not exist."""
         with self.database.read() as connection:
             application = store.load_application(connection, application_id)
-        missing = NotFound(f"no application {application_id}", hint="GET /api/v1/licensing/applications lists yours")
-        if application is None:
-            raise missing
-        if not (
-            self.is_officer(caller)
-            or caller.has(Role.ADMINISTRATOR)
-            or self._organisation_of(caller) == application.organisation
+        if application is None or not self._sees(
+            caller,
+            Action.VIEW_LICENCE_APPLICATION,
+            application.model_version_id,
+            own=self._organisation_of(caller) == application.organisation,
+            purpose="read",
         ):
-            raise missing
+            raise _no_application(application_id)
         return application
 
     def list_applications(self, caller: Caller, *, queue: bool = False) -> list[Application]:
-        """Officers and administrators see all (the queue: those waiting for an officer);
-        applicants their organisation's."""
+        """The applications the caller may see: the desk all (the queue: those waiting for an
+        officer), applicants their organisation's; versions above the caller's clearance left out."""
+        statuses = (
+            (ApplicationStatus.SUBMITTED, ApplicationStatus.SCREENING, ApplicationStatus.AWAITING_SECOND)
+            if queue
+            else ()
+        )
         with self.database.read() as connection:
-            if self.is_officer(caller) or caller.has(Role.ADMINISTRATOR):
-                statuses = (
-                    (ApplicationStatus.SUBMITTED, ApplicationStatus.SCREENING, ApplicationStatus.AWAITING_SECOND)
-                    if queue
-                    else None
+            found = store.list_applications(connection, statuses=tuple(s.value for s in statuses) or None)
+        own = self._organisation_of(caller)
+        seen: dict[tuple[str, bool], bool] = {}
+        out = []
+        for application in found:
+            key = (application.model_version_id, application.organisation == own)
+            if key not in seen:
+                seen[key] = self._sees(
+                    caller, Action.VIEW_LICENCE_APPLICATION, key[0], own=key[1] and own is not None, purpose="list"
                 )
-                return store.list_applications(connection, statuses=tuple(s.value for s in statuses or ()) or None)
-            organisation = self._organisation_of(caller)
-            if organisation is None:
-                return []
-            return store.list_applications(connection, organisation=organisation)
+            if seen[key]:
+                out.append(application)
+        return out
 
     def _change(
         self, caller: Caller, before: Application, after: Application, action: str, details: dict[str, Any]
@@ -341,8 +432,22 @@ class LicensingService:
                 action=action,
                 resource=f"licensing.application:{before.id}",
                 details=details,
+                upper_tier=before.upper_tier,
             )
         return after
+
+    def _screening(self, caller: Caller, application_id: str) -> Application:
+        """An application an officer cleared for its version may screen and decide."""
+        application = self.get_application(caller, application_id)
+        self._ask(
+            caller,
+            Action.SCREEN_LICENCE_APPLICATION,
+            application.model_version_id,
+            missing=_no_application(application_id),
+            message="only licensing officers do this",
+            hint="a person with the licensing_officer role",
+        )
+        return application
 
     def screen(
         self,
@@ -355,8 +460,7 @@ class LicensingService:
     ) -> Application:
         """An officer answers one checklist question (pass / fail / needs_review), with optional
         evidence files kept in the artifact store (content-addressed)."""
-        self._require_officer(caller)
-        application = self.get_application(caller, application_id)
+        application = self._screening(caller, application_id)
         try:
             parsed = Answer(answer)
         except ValueError:
@@ -385,8 +489,7 @@ class LicensingService:
         return self.config.checklist
 
     def decide(self, caller: Caller, application_id: str, outcome: str, reasons: str = "") -> Application:
-        self._require_officer(caller)
-        application = self.get_application(caller, application_id)
+        application = self._screening(caller, application_id)
         try:
             parsed = Outcome(outcome)
         except ValueError:
@@ -408,8 +511,7 @@ class LicensingService:
         return self._change(caller, application, after, action, {"outcome": parsed.value})
 
     def second_approval(self, caller: Caller, application_id: str) -> Application:
-        self._require_officer(caller)
-        application = self.get_application(caller, application_id)
+        application = self._screening(caller, application_id)
         after = confirm(application, caller.principal, self._organisation_of(caller), self.clock.now())
         return self._change(
             caller, application, after, "licensing.application.approved", {"approvers": list(after.decided_by)}
@@ -417,8 +519,15 @@ class LicensingService:
 
     def answer_request(self, caller: Caller, application_id: str, text: str) -> Application:
         application = self.get_application(caller, application_id)
-        if self._organisation_of(caller) != application.organisation:
-            raise Forbidden("only the applying organisation answers", hint="sign in as a person of that organisation")
+        self._ask(
+            caller,
+            Action.ANSWER_LICENCE_REQUEST,
+            application.model_version_id,
+            missing=_no_application(application_id),
+            message="only the applying organisation answers",
+            hint="sign in as a person of that organisation",
+            own_organisation=self._organisation_of(caller) == application.organisation,
+        )
         after = respond(application, caller.principal, text, self.clock.now())
         return self._change(caller, application, after, "licensing.application.answered", {})
 
@@ -434,8 +543,15 @@ class LicensingService:
         minimum_security_level: int | None = None,
     ) -> Licence:
         """Draft terms from an approved application (one licence per application)."""
-        self._require_officer(caller)
         application = self.get_application(caller, application_id)
+        self._ask(
+            caller,
+            Action.DRAFT_LICENCE,
+            application.model_version_id,
+            missing=_no_application(application_id),
+            message="only licensing officers do this",
+            hint="a person with the licensing_officer role",
+        )
         with self.database.read() as connection:
             existing = [
                 licence
@@ -465,37 +581,55 @@ class LicensingService:
                 action="licensing.licence.drafted",
                 resource=f"licensing.licence:{licence.id}",
                 details={"terms": terms.as_dict()},
+                upper_tier=application.upper_tier,
             )
         return licence
 
     def get_licence(self, caller: Caller, licence_id: str) -> Licence:
+        """One licence: the desk's and the licensee's people cleared for its version see it; for
+        anyone else it reads exactly like one that does not exist."""
         self.expire_due()
         with self.database.read() as connection:
             licence = store.load_licence(connection, licence_id)
-        missing = NotFound(f"no licence {licence_id}", hint="GET /api/v1/licensing/licences lists yours")
-        if licence is None:
-            raise missing
-        if not (
-            self.is_officer(caller)
-            or caller.has(Role.ADMINISTRATOR)
-            or self._organisation_of(caller) == licence.terms.organisation
+        if licence is None or not self._sees(
+            caller,
+            Action.VIEW_LICENCE,
+            licence.terms.model_version_id,
+            own=self._organisation_of(caller) == licence.terms.organisation,
+            purpose="read",
         ):
-            raise missing
+            raise _no_licence(licence_id)
         return licence
 
     def list_licences(self, caller: Caller) -> list[Licence]:
+        """The licences the caller may see: the desk all, licensees their organisation's."""
         self.expire_due()
         with self.database.read() as connection:
-            if self.is_officer(caller) or caller.has(Role.ADMINISTRATOR):
-                return store.list_licences(connection)
-            organisation = self._organisation_of(caller)
-            return [] if organisation is None else store.list_licences(connection, organisation=organisation)
+            found = store.list_licences(connection)
+        own = self._organisation_of(caller)
+        seen: dict[tuple[str, bool], bool] = {}
+        out = []
+        for licence in found:
+            key = (licence.terms.model_version_id, own is not None and licence.terms.organisation == own)
+            if key not in seen:
+                seen[key] = self._sees(caller, Action.VIEW_LICENCE, key[0], own=key[1], purpose="list")
+            if seen[key]:
+                out.append(licence)
+        return out
 
     def change_licence(self, caller: Caller, licence_id: str, event: str, reason: str = "") -> Licence:
         """activate / suspend / reinstate / revoke, by the transition table. Suspending and
         revoking cancel every outstanding download token at once; revoking also cancels the
         instalments not yet due."""
-        self._require_manager(caller)
+        licence = self.get_licence(caller, licence_id)
+        self._ask(
+            caller,
+            Action.MANAGE_LICENCE,
+            licence.terms.model_version_id,
+            missing=_no_licence(licence_id),
+            message="only licensing officers or administrators change licences",
+            hint="ask a licensing officer",
+        )
         try:
             parsed = LicenceEvent(event)
         except ValueError:
@@ -504,7 +638,6 @@ class LicensingService:
             ) from None
         if parsed is LicenceEvent.EXPIRE:
             raise InvalidInput("expiry is automatic", hint="licences expire at the end of their term")
-        licence = self.get_licence(caller, licence_id)
         now = self.clock.now()
         after = transition(licence, parsed, now, reason)
         return self._apply(caller.actor, licence, after, parsed, now)
@@ -542,6 +675,7 @@ class LicensingService:
                 action=f"licensing.licence.{event.value}",
                 resource=f"licensing.licence:{licence.id}",
                 details=details,
+                upper_tier=self._upper(licence.terms.model_version_id),
             )
         return after
 
@@ -584,8 +718,8 @@ class LicensingService:
     def receivables(self, caller: Caller, licence_id: str | None = None) -> list[Receivable]:
         if licence_id is not None:
             self.get_licence(caller, licence_id)
-        elif not (self.is_officer(caller) or caller.has(Role.ADMINISTRATOR)):
-            raise Forbidden("only officers see every receivable", hint="name your licence")
+        else:
+            self._desk(caller, Action.VIEW_RECEIVABLES, "only officers see every receivable; name your licence")
         with self.database.read() as connection:
             return store.list_receivables(connection, licence_id)
 
@@ -664,8 +798,15 @@ class LicensingService:
         """Make the licensee's uniquely marked copy: mark as the copy is streamed into sealed
         storage (never unencrypted on disk), read it back and check the mark (self-test), then
         record the shard hashes and the commitment to the seed in the audit log."""
-        self._require_manager(caller)
         licence = self.get_licence(caller, licence_id)
+        self._ask(
+            caller,
+            Action.ISSUE_LICENSED_COPY,
+            licence.terms.model_version_id,
+            missing=_no_licence(licence_id),
+            message="only licensing officers or administrators make marked copies",
+            hint="ask a licensing officer",
+        )
         if not licence.in_force(self.clock.now().date()):
             raise Conflict(
                 f"the licence is {licence.state.value}", hint="copies are made only under a licence in force"
@@ -744,43 +885,67 @@ class LicensingService:
                         "self_test_z": f"{copy.self_test_z:.3f}",
                         "alpha": f"{alpha:g}",
                     },
+                    upper_tier=self._upper(version.id),
                 )
         return copy
 
     def list_copies(self, caller: Caller, licence_id: str | None = None) -> list[Copy]:
+        """A licence's copies (for whoever may see the licence), or every copy the caller may see."""
         if licence_id is not None:
             self.get_licence(caller, licence_id)
             with self.database.read() as connection:
                 return store.list_copies(connection, licence_id=licence_id)
-        self._require_manager(caller)
         with self.database.read() as connection:
-            return store.list_copies(connection)
+            copies = store.list_copies(connection)
+        own = self._organisation_of(caller)
+        seen: dict[tuple[str, bool], bool] = {}
+        out = []
+        for copy in copies:
+            key = (copy.model_version_id, own is not None and copy.organisation == own)
+            if key not in seen:
+                seen[key] = self._sees(caller, Action.VIEW_LICENCE, key[0], own=key[1], purpose="list")
+            if seen[key]:
+                out.append(copy)
+        return out
 
     def _copy(self, copy_id: str) -> Copy:
         with self.database.read() as connection:
             copy = store.load_copy(connection, copy_id)
         if copy is None:
-            raise NotFound(
-                f"no copy {copy_id}", hint="GET /api/v1/licensing/licences/ID/copies lists a licence's copies"
-            )
+            raise _no_copy(copy_id)
         return copy
 
+    def _require_download(self, caller: Caller, copy: Copy, licence: Licence | None, why: str) -> None:
+        """A copy goes only to a person with the licensee role, of the licensee organisation,
+        cleared for the version, under a licence in force: the access service decides (role,
+        clearance and need-to-know, and the facts given). Another organisation's copy, and one
+        above the caller's clearance, read exactly like a copy that does not exist."""
+        own = self._organisation_of(caller) == copy.organisation
+        in_force = licence is not None and licence.in_force(self.clock.now().date())
+        asset = version_asset(copy.model_version_id)
+        facts = {"own_organisation": own, "licence_in_force": in_force}
+        if self.access.authorize(caller, Action.DOWNLOAD_LICENSED_COPY, asset, facts=facts).allowed:
+            return
+        sees = own and self.access.authorize(caller, Action.VIEW, asset).allowed
+        state = licence.state.value if licence is not None else "missing"
+        self._refused(caller, copy, why, f"licence {state}" if sees and not in_force else "not the licensee's")
+        if not sees:
+            raise _no_copy(copy.id)
+        if not in_force:
+            raise Forbidden(f"the licence is {state}", hint="downloads need a licence in force")
+        raise Forbidden(
+            "only people with the licensee role download the licensee's copy",
+            hint="ask your organisation's administrator for the licensee role (and clearance for the model)",
+        )
+
     def issue_download_token(self, caller: Caller, copy_id: str) -> IssuedToken:
-        """A single-use token, valid for minutes, for a person of the licensee to fetch its copy."""
+        """A single-use token, valid for minutes, for a licensee's person to fetch its copy."""
         copy = self._copy(copy_id)
-        if self._organisation_of(caller) != copy.organisation:
-            self.audit.record(
-                actor=caller.actor,
-                action="licensing.token.refused",
-                resource=f"licensing.copy:{copy.id}",
-                details={"why": "not the licensee"},
-            )
-            raise NotFound(f"no copy {copy_id}", hint="only the licensee's people download its copy")
-        licence = self.get_licence(caller, copy.licence_id)
+        with self.database.read() as connection:
+            licence = store.load_licence(connection, copy.licence_id)
+        self.expire_due()
+        self._require_download(caller, copy, licence, "licensing.token.refused")
         now = self.clock.now()
-        if not licence.in_force(now.date()):
-            self._refused(caller, copy, f"licence {licence.state.value}")
-            raise Forbidden(f"the licence is {licence.state.value}", hint="downloads need a licence in force")
         token = f"{TOKEN_PREFIX}_{secrets.token_urlsafe(32)}"
         expires = now + self.config.token_ttl
         with self.database.transaction() as connection:
@@ -791,20 +956,22 @@ class LicensingService:
                 action="licensing.token.issued",
                 resource=f"licensing.copy:{copy.id}",
                 details={"expires_at": expires.isoformat()},
+                upper_tier=self._upper(copy.model_version_id),
             )
         return IssuedToken(token, copy.id, expires)
 
-    def _refused(self, caller: Caller, copy: Copy, why: str) -> None:
+    def _refused(self, caller: Caller, copy: Copy, action: str, why: str) -> None:
         self.audit.record(
             actor=caller.actor,
-            action="licensing.download.refused",
+            action=action,
             resource=f"licensing.copy:{copy.id}",
             details={"why": why},
+            upper_tier=self._upper(copy.model_version_id),
         )
 
     def redeem(self, caller: Caller, token: str) -> Download:
-        """Use a token once. The licence is checked again now: a suspension or revocation after
-        the token was issued stops the download."""
+        """Use a token once. The licence, the licensee role and the clearance are checked again
+        now: a suspension or revocation after the token was issued stops the download."""
         check_token(token)
         digest = token_hash(token)
         now = self.clock.now()
@@ -814,21 +981,23 @@ class LicensingService:
         if found is None:
             raise unusable
         copy = self._copy(found["copy_id"])
+        refused = "licensing.download.refused"
         if found["cancelled_at"] is not None:
-            self._refused(caller, copy, "cancelled with the licence")
+            self._refused(caller, copy, refused, "cancelled with the licence")
             raise Forbidden("the licence was suspended or revoked", hint="downloads need a licence in force")
         if found["used_at"] is not None or found["expires_at"] <= now:
-            self._refused(caller, copy, "replayed" if found["used_at"] is not None else "expired")
+            self._refused(caller, copy, refused, "replayed" if found["used_at"] is not None else "expired")
             raise unusable
         if caller.principal != found["principal"]:
-            self._refused(caller, copy, "not the person it was issued to")
+            self._refused(caller, copy, refused, "not the person it was issued to")
             raise unusable
         self.expire_due()
         with self.database.read() as connection:
             licence = store.load_licence(connection, copy.licence_id)
         if licence is None or not licence.in_force(now.date()):
-            self._refused(caller, copy, f"licence {licence.state.value if licence else 'missing'}")
+            self._refused(caller, copy, refused, f"licence {licence.state.value if licence else 'missing'}")
             raise Forbidden("the licence is not in force", hint="downloads need a licence in force")
+        self._require_download(caller, copy, licence, refused)
         version = self.registry.find_version(copy.model)
         sealed = self.vault.sealed_copies(f"licensing.copy:{copy.id}")
         with self.database.transaction() as connection:
@@ -842,9 +1011,10 @@ class LicensingService:
                     action="licensing.copy.downloaded",
                     resource=f"licensing.copy:{copy.id}",
                     details={"licence_id": licence.id, "origin": caller.origin, "files": len(copy.files)},
+                    upper_tier=self._upper(copy.model_version_id),
                 )
         if not won:
-            self._refused(caller, copy, "replayed")
+            self._refused(caller, copy, refused, "replayed")
             raise unusable
         originals = {file.path: file for file in version.files}
 
@@ -863,14 +1033,16 @@ class LicensingService:
     def trace(
         self, caller: Caller, path: Path, *, model: str | None = None, null_keys: int | None = None
     ) -> TraceResult:
-        """Score every issued key against a suspect model and sign the report (A.5.1 detect)."""
-        self._require_manager(caller)
+        """Score every issued key against a suspect model and sign the report (A.5.1 detect). Only
+        originals the caller may see are candidates (a report names its original)."""
+        self.require_tracer(caller)
         suspect = open_suspect(path)
         hashes = [(file.name, _sha256_file(file)) for file in suspect.files]
         with self.database.read() as connection:
             copies = store.list_copies(connection)
-        verbatim = self._hash_matches([h for _, h in hashes], copies)
-        candidates = self._candidate_versions(copies, model)
+        candidates = self._candidate_versions(caller, copies, model)
+        allowed = {version.id for version in candidates}
+        verbatim = self._hash_matches([h for _, h in hashes], [c for c in copies if c.model_version_id in allowed])
         if not candidates:
             raise NotFound(
                 "no traceable copies have been issued" if model is None else f"no copies of {model} have been issued",
@@ -905,15 +1077,17 @@ class LicensingService:
                 "created_by": caller.actor,
             }
         )
-        return self._sign_and_keep(caller, report)
+        return self._sign_and_keep(caller, report, upper_tier=self._upper(original.version.id))
 
-    def _candidate_versions(self, copies: list[Copy], model: str | None) -> list[ModelVersion]:
+    def _candidate_versions(self, caller: Caller, copies: list[Copy], model: str | None) -> list[ModelVersion]:
         if model is not None:
-            version = self.registry.find_version(model)
+            version = self.registry.find_version(model, caller)
             return [version] if any(copy.model_version_id == version.id for copy in copies) else []
         seen: dict[str, ModelVersion] = {}
         for copy in copies:
-            if copy.model_version_id not in seen:
+            if copy.model_version_id not in seen and self._sees(
+                caller, Action.VIEW, copy.model_version_id, own=False, purpose="list"
+            ):
                 seen[copy.model_version_id] = self.registry.find_version(copy.model)
         return list(seen.values())
 
@@ -1009,7 +1183,7 @@ class LicensingService:
             "collusion": collusion_note(accused, scores, config.threshold),
         }
 
-    def _sign_and_keep(self, caller: Caller, report: dict[str, Any]) -> TraceResult:
+    def _sign_and_keep(self, caller: Caller, report: dict[str, Any], *, upper_tier: bool) -> TraceResult:
         keys = self.vault.keys
         trace_id = new_id()
         report["id"] = trace_id
@@ -1025,21 +1199,28 @@ class LicensingService:
                 action="licensing.trace.reported",
                 resource=f"licensing.trace:{trace_id}",
                 details={"digest": digest, "accused": [a["organisation"] for a in report.get("accused", [])]},
+                upper_tier=upper_tier,
             )
         return TraceResult(report, signature, keys.key_id, trace_id)
 
     def get_trace(self, caller: Caller, trace_id: str) -> TraceResult:
-        self._require_manager(caller)
+        """A signed trace report, for the desk's people who may see its original."""
+        self.require_tracer(caller)
         with self.database.read() as connection:
             found = store.load_trace(connection, trace_id)
+        missing = NotFound(f"no trace report {trace_id}", hint="`aperture licensing traces` lists them")
         if found is None:
-            raise NotFound(f"no trace report {trace_id}", hint="`aperture licensing traces` lists them")
+            raise missing
         body, signature = found
         report = json.loads(body)
+        try:
+            self.registry.find_version(str(report.get("original", "")), caller)
+        except (NotFound, InvalidInput):
+            raise missing from None
         return TraceResult(report, signature, report.get("signing_key_id", ""), trace_id)
 
     def list_traces(self, caller: Caller) -> list[dict[str, Any]]:
-        self._require_manager(caller)
+        self.require_tracer(caller)
         with self.database.read() as connection:
             return store.list_traces(connection)
 
@@ -1053,39 +1234,41 @@ class LicensingService:
 
     def identify(self, caller: Caller, path: Path) -> dict[str, Any]:
         """The reverse question: is this a copy of one of our models? By file hash (registered
-        versions and issued copies), then by lineage similarity to each model with the same shapes."""
-        self._require_manager(caller)
+        versions and issued copies), then by lineage similarity to each model with the same shapes.
+        Only versions the caller may see are compared (the answer names them)."""
+        self.require_tracer(caller)
         suspect = open_suspect(path)
         hashes = [_sha256_file(file) for file in suspect.files]
         with self.database.read() as connection:
             copies = store.list_copies(connection)
+        versions = [
+            version
+            for summary in self.registry.list_models(caller)  # a listing: only what the caller may see
+            for version in self.registry.get_model(summary.name, caller).versions
+        ]
+        seen = {version.id for version in versions}
+        copies = [copy for copy in copies if copy.model_version_id in seen]
         found: list[dict[str, Any]] = []
-        for summary in self.registry.list_models():
-            for number in summary.versions:
-                version = self.registry.get_version(summary.name, number)
-                for file in version.files:
-                    if file.sha256 in hashes:
-                        found.append(
-                            {"model": version.reference, "file": file.path, "match": "unmarked original (hash)"}
-                        )
+        for version in versions:
+            for file in version.files:
+                if file.sha256 in hashes:
+                    found.append({"model": version.reference, "file": file.path, "match": "unmarked original (hash)"})
         for match in self._hash_matches(hashes, copies):
             found.append({**match, "match": "licensee's marked copy (hash)"})
         lineage: list[dict[str, str]] = []
-        for summary in self.registry.list_models():
-            for number in summary.versions:
-                version = self.registry.get_version(summary.name, number)
-                if not any(f.path.endswith(".safetensors") for f in version.files):
-                    continue
-                try:
-                    original = self._load_original(version)
-                except InvalidInput:
-                    continue
-                except Unavailable:  # an upper-tier original while this process is sealed
-                    lineage.append({"model": version.reference, "similarity": "unchecked: the upper tier is sealed"})
-                    continue
-                similarity = _lineage(suspect, original)
-                if similarity is not None:
-                    lineage.append({"model": version.reference, "similarity": f"{similarity:.4f}"})
+        for version in versions:
+            if not any(f.path.endswith(".safetensors") for f in version.files):
+                continue
+            try:
+                original = self._load_original(version)
+            except InvalidInput:
+                continue
+            except Unavailable:  # an upper-tier original while this process is sealed
+                lineage.append({"model": version.reference, "similarity": "unchecked: the upper tier is sealed"})
+                continue
+            similarity = _lineage(suspect, original)
+            if similarity is not None:
+                lineage.append({"model": version.reference, "similarity": f"{similarity:.4f}"})
         checked = [item for item in lineage if not item["similarity"].startswith("unchecked")]
         checked.sort(key=lambda item: -float(item["similarity"]))
         derived = [item["model"] for item in checked if float(item["similarity"]) >= LINEAGE_THRESHOLD]
@@ -1095,6 +1278,7 @@ class LicensingService:
             action="licensing.identify",
             resource="licensing.suspect",
             details={"hash_matches": len(found), "derived_from": derived},
+            upper_tier=any(self._upper(version.id) for version in versions),
         )
         return {
             "hash_matches": found,
@@ -1122,8 +1306,17 @@ class LicensingService:
         whose cooling-off period has passed unchallenged on unchanged evidence (carried out here
         through the release service, which checks all of that); partners, the decision to license
         that is in force. A decision id that is not such a decision is refused."""
-        self._require_manager(caller)
-        version = self.registry.find_version(reference)
+        version = self.registry.find_version(reference, caller)
+        self._ask(
+            caller,
+            Action.DIFFUSE_LICENSED,
+            version.id,
+            missing=NotFound(
+                f"no version {reference}", hint="`aperture licensing catalogue` lists the licensed models"
+            ),
+            message="only licensing officers or administrators diffuse a licensed model",
+            hint="ask a licensing officer",
+        )
         tier = self.release.tier_of(version.model_name, version.version)
         if tier is not Tier.LICENSED:
             raise Conflict(
@@ -1147,7 +1340,7 @@ class LicensingService:
         )
         if target == "open" and not acknowledge:
             raise Conflict(warning, hint="repeat with --acknowledge-end-of-traceability if the board accepted this")
-        self._check_board_decision(version, target, decision_id)
+        self._check_board_decision(caller, version, target, decision_id)
         if target == "open":
             # The release service opens the weights only after the cooling-off period and only on the
             # evidence and policy the board voted on; it refuses (and audits the refusal) otherwise.
@@ -1169,15 +1362,16 @@ class LicensingService:
                 connection,
                 actor=caller.actor,
                 action=f"licensing.diffusion.{target}",
-                resource=f"model:{version.reference}",
+                resource=self.registry.log_name(version),
                 details={"decision_id": decision_id, "copies": len(copies), "live_licences": len(live)},
+                upper_tier=self._upper(version.id),
             )
         return {"id": diffusion_id, "target": target, **body}
 
-    def _check_board_decision(self, version: ModelVersion, target: str, decision_id: str) -> None:
+    def _check_board_decision(self, caller: Caller, version: ModelVersion, target: str, decision_id: str) -> None:
         """The decision must be the board's, on this version, for the tier the diffusion leads to."""
         try:
-            decision = self.release.proposal(decision_id)
+            decision = self.release.proposal(caller, decision_id)
         except NotFound:
             raise NotFound(
                 f"no release board decision {decision_id}",
@@ -1199,9 +1393,13 @@ class LicensingService:
                 else "diffusion to partners rests on the licensing decision in force",
             )
 
-    def diffusions(self) -> list[dict[str, Any]]:
+    def diffusions(self, caller: Caller) -> list[dict[str, Any]]:
+        """Diffusions of the versions the caller may see, newest first."""
         with self.database.read() as connection:
-            return store.list_diffusions(connection)
+            rows = store.list_diffusions(connection)
+        return [
+            row for row in rows if self._sees(caller, Action.VIEW, row["model_version_id"], own=False, purpose="list")
+        ]
 
 
 LINEAGE_THRESHOLD = 0.9
@@ -1257,3 +1455,16 @@ def _tar_stream(parts: Iterator[tuple[str, int, Iterator[bytes]]]) -> Iterator[b
         if padding:
             yield b"\0" * padding
     yield b"\0" * (tarfile.BLOCKSIZE * 2)
+
+
+def _no_application(application_id: str) -> NotFound:
+    """What an application that does not exist and one the caller may not see both raise."""
+    return NotFound(f"no application {application_id}", hint="GET /api/v1/licensing/applications lists yours")
+
+
+def _no_licence(licence_id: str) -> NotFound:
+    return NotFound(f"no licence {licence_id}", hint="GET /api/v1/licensing/licences lists yours")
+
+
+def _no_copy(copy_id: str) -> NotFound:
+    return NotFound(f"no copy {copy_id}", hint="GET /api/v1/licensing/licences/ID/copies lists a licence's copies")

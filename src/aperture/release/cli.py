@@ -19,7 +19,7 @@ from aperture.cli_support import command_errors, out_console, print_json, state
 from aperture.core.errors import InvalidInput, NotFound
 from aperture.release.domain import CONTROLS, Tier
 from aperture.release.policy import TierDecision, parse_policy
-from aperture.release.reports import FORMATS, render
+from aperture.release.reports import FORMATS
 from aperture.release.service import parse_stage
 
 policy_app = typer.Typer(help="Release policies as code: check, compare, adopt.", no_args_is_help=True)
@@ -159,7 +159,7 @@ def decide_command(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """What the policy in force decides for a version now, with every rule's reason (changes nothing)."""
-    decision = _services(ctx).release.evaluate(reference, comparable_open_model=comparable_open_model)
+    decision = _services(ctx).release.evaluate(SYSTEM, reference, comparable_open_model=comparable_open_model)
     if as_json:
         print_json(decision.to_dict())
     else:
@@ -308,7 +308,7 @@ def show(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """A proposal with its votes, conflicts, challenges, stages and signed decision."""
-    _print_proposal(_services(ctx).release.proposal(proposal_id), as_json)
+    _print_proposal(_services(ctx).release.proposal(SYSTEM, proposal_id), as_json)
 
 
 @release_app.command("proposals")
@@ -319,7 +319,7 @@ def proposals(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Release proposals, newest first."""
-    rows = _services(ctx).release.proposals(reference)
+    rows = _services(ctx).release.proposals(SYSTEM, reference)
     if as_json:
         print_json(rows)
         return
@@ -333,7 +333,7 @@ def proposals(
 @command_errors
 def verify(ctx: typer.Context, proposal_id: str = typer.Argument(..., help="Proposal id.")) -> None:
     """Check a decision's signature with the instance's public key."""
-    if not _services(ctx).release.verify_decision(proposal_id):
+    if not _services(ctx).release.verify_decision(SYSTEM, proposal_id):
         raise typer.Exit(3)
     out_console.print("signature valid")
 
@@ -346,7 +346,7 @@ def timeline(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """A version's decisions, planned stages (planned, due, overdue) and why it needs re-assessment."""
-    data = _services(ctx).release.timeline(reference)
+    data = _services(ctx).release.timeline(SYSTEM, reference)
     if as_json:
         print_json(data)
         return
@@ -368,7 +368,7 @@ def timeline(
 @command_errors
 def due(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Reminders: stages due or overdue, and decisions to re-assess (new evidence, incidents, policy)."""
-    rows = _services(ctx).release.due()
+    rows = _services(ctx).release.due(SYSTEM)
     if as_json:
         print_json(rows)
         return
@@ -423,7 +423,7 @@ def report(
         raise InvalidInput(f"unknown report format {fmt!r}", hint=f"use one of {', '.join(FORMATS)}")
     if fmt == "pdf" and output is None:
         raise InvalidInput("a PDF needs a file to go to", hint="pass --output report.pdf")
-    content = render(_services(ctx).release.transparency(reference), fmt)
+    content = _services(ctx).release.report(SYSTEM, reference, fmt)
     if output is None:
         out_console.file.write(content.decode("utf-8"))
         return

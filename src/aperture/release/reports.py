@@ -4,14 +4,24 @@ prose), a safety and security report under the GPAI Code of Practice's Model Rep
 
 Built from `ReleaseService.transparency(...)` data; exported as Markdown, HTML, JSON or PDF (the
 HTML printed by headless Chromium: no second layout engine to keep in step with the pages).
+
+Printing starts a browser, so `ReportPrinter` keeps each PDF in the instance's files once printed
+(a report's content changes only with its decision, its evidence or the policy) and prints at most
+a few at once: a request beyond that bound is answered at once with `PrinterBusy`, never queued.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import os
 import shutil
 import subprocess
 import tempfile
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +31,10 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from aperture.core.errors import Unavailable
 
 FORMATS = ("md", "html", "json", "pdf")
+# Raise when report.html or what the report shows changes: every cached PDF is then printed again.
+TEMPLATE_VERSION = 1
+BUSY_RETRY_S = 5
+STALE_PRINT_S = 600  # a partial print older than this was left by a crash
 NOT_AVAILABLE = "not available from the registry: to be completed by the provider"
 
 
@@ -285,3 +299,82 @@ def render(data: dict[str, Any], fmt: str) -> bytes:
     if fmt == "pdf":
         return html_to_pdf(report_html(data))
     raise ValueError(f"unknown report format {fmt!r}: use one of {', '.join(FORMATS)}")
+
+
+class PrinterBusy(Unavailable):
+    """Every printer is busy (or this very report is being printed): retry in a few seconds."""
+
+    def __init__(self, retry_after_s: int = BUSY_RETRY_S) -> None:
+        super().__init__(
+            "every PDF printer is busy", hint=f"retry after {retry_after_s} s, or fetch the html report meanwhile"
+        )
+        self.retry_after_s = retry_after_s
+
+
+def content_key(data: dict[str, Any]) -> str:
+    """What a report's content depends on, as a digest: its decision, evidence and the policy's
+    reading, without the moment the policy was asked (which differs on every request)."""
+    current = {k: v for k, v in data["current_policy_decision"].items() if k != "decided_at"}
+    stable = data | {"current_policy_decision": current}
+    return hashlib.sha256(json.dumps(stable, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:24]
+
+
+class ReportPrinter:
+    """PDF reports, each printed once per decision and content and kept under `directory`; at most
+    `printers` Chromium processes at once in this process (a replica prints its own share)."""
+
+    def __init__(self, directory: Path, printers: int = 2, print_pdf: Callable[[str], bytes] | None = None) -> None:
+        self.directory = directory
+        self._print = print_pdf or html_to_pdf
+        self._slots = threading.BoundedSemaphore(max(1, printers))
+        self._printing: set[str] = set()
+        self._lock = threading.Lock()
+
+    def path(self, version_id: str, decision_id: str | None, data: dict[str, Any]) -> Path:
+        """HOME/reports/pdf/<version id>/<decision id>-<content digest>-t<template version>.pdf"""
+        name = f"{decision_id or 'undecided'}-{content_key(data)}-t{TEMPLATE_VERSION}.pdf"
+        return self.directory / version_id / name
+
+    def pdf(self, version_id: str, decision_id: str | None, data: dict[str, Any]) -> bytes:
+        target = self.path(version_id, decision_id, data)
+        with contextlib.suppress(FileNotFoundError):
+            return target.read_bytes()
+        key = str(target)
+        with self._lock:
+            if key in self._printing:  # being printed by another request: it is there in a moment
+                raise PrinterBusy()
+            self._printing.add(key)
+        try:
+            if not self._slots.acquire(blocking=False):
+                raise PrinterBusy()
+            try:
+                with contextlib.suppress(FileNotFoundError):
+                    return target.read_bytes()  # printed meanwhile (another replica)
+                content = self._print(report_html(data))
+                self._keep(target, content)
+            finally:
+                self._slots.release()
+        finally:
+            with self._lock:
+                self._printing.discard(key)
+        return content
+
+    @staticmethod
+    def _keep(target: Path, content: bytes) -> None:
+        """Write atomically (a reader never sees half a file) and drop the version's older PDFs."""
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, name = tempfile.mkstemp(dir=target.parent, prefix=".printing-", suffix=".pdf")
+        temporary = Path(name)
+        try:
+            with os.fdopen(handle, "wb") as out:
+                out.write(content)
+            temporary.replace(target)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+        stale_before = time.time() - STALE_PRINT_S
+        for older in target.parent.glob("*.pdf"):
+            printing = older.name.startswith(".printing-")
+            with contextlib.suppress(FileNotFoundError):
+                if older != target and (not printing or older.stat().st_mtime < stale_before):
+                    older.unlink()  # an earlier content of this report, or a print a crash left behind

@@ -17,15 +17,16 @@ from datetime import datetime, timedelta
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from aperture.access.domain import SYSTEM, Caller, Role, SecurityLevel
+from aperture.access.domain import SYSTEM, Action, Caller, Role, SecurityLevel
+from aperture.access.refusals import ask, ask_instance
 from aperture.access.service import AccessService
 from aperture.audit.service import AuditLog
 from aperture.core.clock import Clock, isoformat
 from aperture.core.db import Database
 from aperture.core.errors import ApertureError, Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
 from aperture.core.ids import new_id
-from aperture.registry.domain import ModelVersion
-from aperture.registry.service import RegistryService
+from aperture.registry.domain import ModelVersion, parse_reference
+from aperture.registry.service import RegistryService, version_asset
 from aperture.release import store
 from aperture.release.domain import Tier, controls
 from aperture.release.policy import (
@@ -40,15 +41,13 @@ from aperture.release.policy import (
     diff_policies,
     parse_policy,
 )
+from aperture.release.reports import FORMATS, ReportPrinter, render
 from aperture.risk.service import RiskService
 from aperture.vault.keys import verify_ed25519
 
 if TYPE_CHECKING:
     from aperture.settings import Settings
 
-POLICY_ADMINS = (Role.ADMINISTRATOR, Role.CHIEF_SCIENTIST)
-PROPOSERS = (Role.PROGRAMME_DIRECTOR,)
-CARRIERS = (Role.PROGRAMME_DIRECTOR, Role.ADMINISTRATOR)
 MAX_TEXT = 4000
 # What a signed decision and an adopted policy sign: a domain-separated SHA-256 of their bytes.
 DECISION_CONTEXT = b"aperture-release-decision:v1:"
@@ -153,6 +152,7 @@ class ReleaseService:
         risk: RiskService,
         access: AccessService,
         rules: BoardRules,
+        printer: ReportPrinter | None = None,
     ) -> None:
         self._database = database
         self._audit = audit
@@ -161,6 +161,7 @@ class ReleaseService:
         self._risk = risk
         self._access = access
         self.rules = rules
+        self._printer = printer
 
     # --- tiers ------------------------------------------------------------------------------
 
@@ -170,6 +171,11 @@ class ReleaseService:
         record = self._registry.get_version(name, version, caller)
         with self._database.read() as connection:
             return store.effective_tier(connection, record.id)
+
+    def tiers_in_effect(self) -> dict[str, Tier]:
+        """Every version's tier in effect, by version id (read without looking any version up)."""
+        with self._database.read() as connection:
+            return {row["model_version_id"]: Tier(row["tier"]) for row in store.tier_rows(connection)}
 
     def take_effect(self, version: ModelVersion, tier: Tier, decision_id: str, *, actor: str) -> None:
         """Carry out a decision: the version is released under `tier` from now on (audited)."""
@@ -188,6 +194,7 @@ class ReleaseService:
             action="release.take_effect",
             resource=self._registry.log_name(version),
             details={"tier": tier.value, "decision_id": decision_id},
+            upper_tier=self._upper(version),
         )
 
     # --- policies ---------------------------------------------------------------------------
@@ -206,7 +213,13 @@ class ReleaseService:
 
     def adopt_policy(self, caller: Caller, text: str, reason: str) -> dict[str, Any]:
         """Validate, sign with the instance key and put a policy in force (audited)."""
-        self._require(caller, POLICY_ADMINS, "adopting a release policy")
+        ask_instance(
+            self._access,
+            caller,
+            Action.ADOPT_RELEASE_POLICY,
+            message="adopting a release policy needs the role administrator or chief_scientist",
+            hint="ask someone who has it",
+        )
         reason = _text(reason, "the reason", "say why the policy changes (--reason)")
         policy = parse_policy(text, "the new policy")
         signer = self._audit.signer()
@@ -299,10 +312,9 @@ class ReleaseService:
         items = [item for item in (evidence_item(e) for e in payload["evidence"]) if item is not None]
         return ProfileView(payload["model"], int(payload["profile_version"]), tuple(items))
 
-    def evaluate(
-        self, reference: str, caller: Caller = SYSTEM, *, comparable_open_model: str | None = None
-    ) -> TierDecision:
-        """What the policy in force decides for a version now (changes nothing)."""
+    def evaluate(self, caller: Caller, reference: str, *, comparable_open_model: str | None = None) -> TierDecision:
+        """What the policy in force decides for a version now (changes nothing); a version the
+        caller may not see reads like one that does not exist."""
         version = self._registry.find_version(reference, caller)
         return decide(
             self.profile_view(version.reference, caller),
@@ -312,9 +324,71 @@ class ReleaseService:
         )
 
     def board(self) -> list[str]:
+        """The release board: every enabled person with the role `release_board_member`."""
         return sorted(
             p.name for p in self._access.list_principals() if Role.RELEASE_BOARD_MEMBER in p.roles and not p.disabled
         )
+
+    def voters(self, version: ModelVersion) -> list[str]:
+        """The board members who may decide this version's release: the board role AND clearance
+        for the version (the access service decides, as it would for each member's own vote)."""
+        asset = version_asset(version.id)
+        by_name = {p.name: p for p in self._access.list_principals()}
+        return [
+            name
+            for name in self.board()
+            if self._access.decide(Caller(name, by_name[name].roles), Action.VOTE_RELEASE, asset).allowed
+        ]
+
+    # --- who may do what --------------------------------------------------------------------
+
+    def _upper(self, version: ModelVersion) -> bool:
+        """Whether events about the version concern the upper tier (SL3 and above; unclassified counts)."""
+        found = self._registry.classification(version)
+        return found is None or found.level.upper_tier
+
+    def _ask(
+        self,
+        caller: Caller,
+        action: Action,
+        version: ModelVersion,
+        *,
+        missing: NotFound,
+        message: str,
+        hint: str,
+        proposer: bool | None = None,
+    ) -> None:
+        """The access service decides; a version the caller may not see raises `missing`."""
+        facts = {} if proposer is None else {"proposer": proposer}
+        ask(
+            self._access,
+            caller,
+            action,
+            version_asset(version.id),
+            missing=missing,
+            message=message,
+            hint=hint,
+            facts=facts,
+        )
+
+    def _load(self, proposal_id: str) -> tuple[dict[str, Any], ModelVersion]:
+        """A proposal and its version, looked up without deciding anything: each use case then asks
+        the access service for its own action, which answers `_no_proposal` when the caller may not
+        see the version (so the answer never depends on what exists)."""
+        with self._database.read() as connection:
+            proposal = store.load_proposal(connection, proposal_id)
+        if proposal is None:
+            raise _no_proposal(proposal_id)
+        return proposal, self._listed(proposal["model_version_id"], proposal["reference"])
+
+    def _listed(self, version_id: str, reference: str) -> ModelVersion:
+        """A version found as a listing finds it: nothing decided on the caller's behalf, and no
+        canary touched by the service itself (the caller's own decision is what its watch hears)."""
+        name = reference.partition(":")[0]
+        found = next((v for v in self._registry.get_model(name).versions if v.id == version_id), None)
+        if found is None:
+            raise NotFound(f"no model version with id {version_id}", hint="`aperture models list` shows the models")
+        return found
 
     def propose(
         self,
@@ -327,11 +401,18 @@ class ReleaseService:
         comparable_open_model: str | None = None,
         stage_id: str | None = None,
     ) -> dict[str, Any]:
-        """A programme director proposes a tier; the board votes on it."""
-        self._require(caller, PROPOSERS, "proposing a release")
-        rationale = _text(rationale, "the rationale", "say why this tier (--rationale)")
+        """A programme director cleared for the version proposes a tier; the board votes on it."""
         version = self._registry.find_version(reference, caller)
-        decision = self.evaluate(version.reference, caller, comparable_open_model=comparable_open_model)
+        self._ask(
+            caller,
+            Action.PROPOSE_RELEASE,
+            version,
+            missing=_no_version(reference),
+            message="proposing a release needs the role programme_director",
+            hint="ask a programme director cleared for this version",
+        )
+        rationale = _text(rationale, "the rationale", "say why this tier (--rationale)")
+        decision = self.evaluate(caller, version.reference, comparable_open_model=comparable_open_model)
         if tier.more_open_than(decision.tier):
             needs = decision.would_allow.get(tier.value)
             hint = (
@@ -349,16 +430,17 @@ class ReleaseService:
                 f"{tier} needs the weights stored at {minimum.name} or above; {version.reference} is at {stored.name}",
                 hint=f"re-register the weights at --level {minimum.name} (sealed storage) before proposing {tier}",
             )
-        members = self.board()
         quorum = self.rules.open_quorum if tier is Tier.OPEN else self.rules.quorum
-        eligible = [m for m in members if m != caller.principal]
+        eligible = [m for m in self.voters(version) if m != caller.principal]
         if len(eligible) < quorum:
             raise Conflict(
-                f"the board has {len(eligible)} eligible member(s); {tier} needs {quorum} approvals",
-                hint="add release_board_member people with `aperture access add ... --role release_board_member`",
+                f"the board has {len(eligible)} member(s) who may decide this version; {tier} needs {quorum} approvals",
+                hint="board members need the role release_board_member and clearance for the version "
+                "(`aperture access add ... --role release_board_member`)",
             )
         proposal_id = new_id()
         now = self._clock.now()
+        upper = self._upper(version)
         with self._database.transaction() as connection:
             for existing in store.list_proposals(connection, version.id):
                 if existing["status"] in ("voting", "cooling-off"):
@@ -435,18 +517,19 @@ class ReleaseService:
                     "profile_version": decision.profile_version,
                     "stages": [f"{s.tier}@{s.after_days:g}" for s in stages],
                 },
+                upper_tier=upper,
             )
-        return self.proposal(proposal_id)
+        return self._proposal_by_id(proposal_id)
 
     def declare_conflict(self, caller: Caller, proposal_id: str, reason: str) -> dict[str, Any]:
         """A board member declares a conflict of interest: excluded from the vote, recorded and published."""
         reason = _text(reason, "the conflict's description", "say what the conflict is (--reason)")
-        with self._database.read() as connection:
-            reference = self._open_proposal(connection, proposal_id)["reference"]
-        version = self._registry.find_version(reference)  # before the transaction (see `vote`)
+        # Every access decision before the transaction: deciding on an upper-tier version is itself
+        # audited, and on SQLite that write would wait on this transaction's lock.
+        proposal, version = self._load(proposal_id)
+        self._require_voter(caller, proposal, version)
         with self._database.transaction() as connection:
             proposal = self._open_proposal(connection, proposal_id, lock=True)
-            self._require_member(caller, proposal)
             members = {row["member"] for row in store.votes(connection, proposal_id)}
             if caller.principal in members:
                 raise Conflict("you have already voted on this proposal", hint="a conflict is declared before voting")
@@ -459,23 +542,21 @@ class ReleaseService:
                 action="release.conflict.declared",
                 resource=f"release-proposal:{proposal_id}",
                 details={"reason": reason},
+                upper_tier=self._upper(version),
             )
             self._settle(connection, caller, proposal, version)
-        return self.proposal(proposal_id)
+        return self._proposal_by_id(proposal_id)
 
     def vote(self, caller: Caller, proposal_id: str, approve: bool, reason: str) -> dict[str, Any]:
-        """One vote per eligible board member, with a written reason; the decision is reached at quorum."""
+        """One vote per eligible board member cleared for the version, with a written reason; the
+        decision is reached at quorum."""
         reason = _text(reason, "the vote's reason", "every vote carries a written reason (--reason)")
-        with self._database.transaction() as connection:
-            proposal = self._open_proposal(connection, proposal_id)
-        refusal = self._vote_refusal(caller, proposal)
+        proposal, version = self._load(proposal_id)  # before the transaction (see declare_conflict)
+        refusal = self._vote_refusal(caller, proposal, version)
         if refusal is not None:
-            self._refuse_proposal(caller, proposal_id, "vote", refusal.message)
+            self._refuse_proposal(caller, proposal, version, "vote", refusal.message)
             raise refusal
-        self._check_fresh(caller, proposal)
-        # Looked up before the transaction: viewing an upper-tier version is itself audited, and on
-        # SQLite that write would wait on this transaction's lock.
-        version = self._registry.find_version(proposal["reference"])
+        self._check_fresh(caller, proposal, version)
         with self._database.transaction() as connection:
             proposal = self._open_proposal(connection, proposal_id, lock=True)
             if any(row["member"] == caller.principal for row in store.votes(connection, proposal_id)):
@@ -487,15 +568,19 @@ class ReleaseService:
                 action="release.voted",
                 resource=f"release-proposal:{proposal_id}",
                 details={"approve": approve, "reason": reason},
+                upper_tier=self._upper(version),
             )
             self._settle(connection, caller, proposal, version)
-        return self.proposal(proposal_id)
+        return self._proposal_by_id(proposal_id)
 
-    def _vote_refusal(self, caller: Caller, proposal: dict[str, Any]) -> ApertureError | None:
+    def _vote_refusal(self, caller: Caller, proposal: dict[str, Any], version: ModelVersion) -> ApertureError | None:
+        """Why the caller may not vote, for the log; a proposal not open for votes is simply a conflict."""
         try:
-            self._require_member(caller, proposal)
+            self._require_voter(caller, proposal, version)
         except (Forbidden, Unauthenticated) as error:
             return error
+        if proposal["status"] != "voting":
+            raise _not_open(proposal)
         with self._database.read() as connection:
             if any(row["member"] == caller.principal for row in store.conflicts(connection, proposal["id"])):
                 return Forbidden(
@@ -506,11 +591,24 @@ class ReleaseService:
                 return Conflict("you have already voted on this proposal", hint="a vote cannot be changed")
         return None
 
+    def _require_voter(self, caller: Caller, proposal: dict[str, Any], version: ModelVersion) -> None:
+        """The board role and clearance for the version (the access service), and not the proposer."""
+        self._ask(
+            caller,
+            Action.VOTE_RELEASE,
+            version,
+            missing=_no_proposal(proposal["id"]),
+            message=f"{caller.principal} is not a member of the release board",
+            hint="only release_board_member people vote",
+        )
+        if caller.principal == proposal["proposer"]:
+            raise Forbidden("the proposer cannot vote on their own proposal", hint="conflicts of interest are excluded")
+
     def _settle(self, connection: Any, caller: Caller, proposal: dict[str, Any], version: ModelVersion) -> None:
         """Decide when the approvals reach the quorum, or reject when they no longer can."""
         votes = store.votes(connection, proposal["id"])
         conflicted = {row["member"] for row in store.conflicts(connection, proposal["id"])}
-        eligible = [m for m in self.board() if m != proposal["proposer"] and m not in conflicted]
+        eligible = [m for m in self.voters(version) if m != proposal["proposer"] and m not in conflicted]
         approvals = [v for v in votes if v["approve"]]
         undecided = [m for m in eligible if m not in {v["member"] for v in votes}]
         quorum = proposal["quorum"]
@@ -530,6 +628,7 @@ class ReleaseService:
                 action="release.rejected",
                 resource=f"release-proposal:{proposal['id']}",
                 details={"approvals": len(approvals), "quorum": quorum},
+                upper_tier=self._upper(version),
             )
 
     def _decide(
@@ -595,6 +694,7 @@ class ReleaseService:
                 "dissent": len(record["dissent"]),
                 "cooling_off_until": record["cooling_off_until"],
             },
+            upper_tier=self._upper(version),
         )
         if proposal["stage_id"]:
             store.update_stage(connection, proposal["stage_id"], status="done")
@@ -602,18 +702,20 @@ class ReleaseService:
             self._take_effect(connection, version, tier, proposal["id"], caller.actor)
 
     def challenge(self, caller: Caller, proposal_id: str, reason: str) -> dict[str, Any]:
-        """During the cooling-off period anyone of the institution may challenge an opening.
-
-        A challenged opening is not carried out; it needs a new proposal and vote."""
-        if caller.principal == "anonymous" or not caller.roles or caller.roles == (Role.PUBLIC,):
-            raise Unauthenticated(
-                "challenging a decision needs an authenticated member of the institution", hint="send an API key"
-            )
+        """During the cooling-off period anyone of the institution cleared for the version may
+        challenge an opening. A challenged opening is not carried out; it needs a new proposal and vote."""
         reason = _text(reason, "the challenge", "say what is wrong with the decision (--reason)")
+        proposal, version = self._load(proposal_id)
+        self._ask(
+            caller,
+            Action.CHALLENGE_RELEASE,
+            version,
+            missing=_no_proposal(proposal_id),
+            message="challenging a decision needs a registered member of the institution",
+            hint="send the API key of a registered person",
+        )
         with self._database.transaction() as connection:
-            proposal = store.load_proposal(connection, proposal_id, lock=True)
-            if proposal is None:
-                raise NotFound(f"no release proposal {proposal_id}", hint="see `aperture release proposals`")
+            proposal = store.load_proposal(connection, proposal_id, lock=True) or proposal
             if proposal["status"] != "cooling-off":
                 raise Conflict(
                     f"proposal {proposal_id} is {proposal['status']}: "
@@ -637,16 +739,21 @@ class ReleaseService:
                 action="release.challenged",
                 resource=f"release-proposal:{proposal_id}",
                 details={"reason": reason},
+                upper_tier=self._upper(version),
             )
-        return self.proposal(proposal_id)
+        return self._proposal_by_id(proposal_id)
 
     def carry_out(self, caller: Caller, proposal_id: str) -> dict[str, Any]:
         """Open the weights once the cooling-off period has passed unchallenged and the evidence is unchanged."""
-        self._require(caller, CARRIERS, "carrying out a release decision")
-        with self._database.read() as connection:
-            proposal = store.load_proposal(connection, proposal_id)
-        if proposal is None:
-            raise NotFound(f"no release proposal {proposal_id}", hint="see `aperture release proposals`")
+        proposal, version = self._load(proposal_id)
+        self._ask(
+            caller,
+            Action.CARRY_OUT_RELEASE,
+            version,
+            missing=_no_proposal(proposal_id),
+            message="carrying out a release decision needs the role programme_director or administrator",
+            hint="ask someone who has it",
+        )
         if proposal["status"] != "cooling-off":
             raise Conflict(
                 f"proposal {proposal_id} is {proposal['status']}, not waiting to be carried out",
@@ -655,23 +762,28 @@ class ReleaseService:
         until = _aware(proposal["cooling_off_until"])
         if self._clock.now() < until:
             message = f"the cooling-off period runs until {isoformat(until)}: the weights cannot be opened before"
-            self._refuse_proposal(caller, proposal_id, "carry-out", message)
+            self._refuse_proposal(caller, proposal, version, "carry-out", message)
             raise Conflict(message, hint="opening weights is irreversible; wait, or answer challenges meanwhile")
-        self._check_fresh(caller, proposal)
-        version = self._registry.find_version(proposal["reference"])
+        self._check_fresh(caller, proposal, version)
         with self._database.transaction() as connection:
             store.update_proposal(connection, proposal_id, status="effective", effective_at=self._clock.now())
             self._take_effect(connection, version, Tier(proposal["tier"]), proposal_id, caller.actor)
-        return self.proposal(proposal_id)
+        return self._proposal_by_id(proposal_id)
 
     def withdraw(self, caller: Caller, proposal_id: str, reason: str) -> dict[str, Any]:
         reason = _text(reason, "the reason", "say why (--reason)")
+        proposal, version = self._load(proposal_id)
+        self._ask(
+            caller,
+            Action.WITHDRAW_RELEASE,
+            version,
+            missing=_no_proposal(proposal_id),
+            message="only the proposer (or an administrator) may withdraw a proposal",
+            hint="ask the proposer",
+            proposer=caller.principal == proposal["proposer"],
+        )
         with self._database.transaction() as connection:
             proposal = self._open_proposal(connection, proposal_id, lock=True)
-            if caller.principal != proposal["proposer"] and not caller.has(Role.ADMINISTRATOR):
-                raise Forbidden(
-                    "only the proposer (or an administrator) may withdraw a proposal", hint="ask the proposer"
-                )
             store.update_proposal(connection, proposal_id, status="withdrawn", status_reason=reason)
             if proposal["stage_id"]:
                 store.update_stage(connection, proposal["stage_id"], status="planned", proposal_id=None)
@@ -681,10 +793,11 @@ class ReleaseService:
                 action="release.withdrawn",
                 resource=f"release-proposal:{proposal_id}",
                 details={"reason": reason},
+                upper_tier=self._upper(version),
             )
-        return self.proposal(proposal_id)
+        return self._proposal_by_id(proposal_id)
 
-    def _check_fresh(self, caller: Caller, proposal: dict[str, Any]) -> None:
+    def _check_fresh(self, caller: Caller, proposal: dict[str, Any], version: ModelVersion) -> None:
         """A decision stands on the evidence and policy it was proposed with; if either changed, it is stale."""
         current = self.profile_view(proposal["reference"]).profile_version
         policy = self.active_policy()
@@ -706,37 +819,17 @@ class ReleaseService:
                 action="release.stale",
                 resource=f"release-proposal:{proposal['id']}",
                 details={"problems": problems},
+                upper_tier=self._upper(version),
             )
         raise Conflict(message, hint="re-decide: `aperture release propose` again on the current evidence and policy")
 
     def _open_proposal(self, connection: Any, proposal_id: str, *, lock: bool = False) -> dict[str, Any]:
         proposal = store.load_proposal(connection, proposal_id, lock=lock)
         if proposal is None:
-            raise NotFound(f"no release proposal {proposal_id}", hint="see `aperture release proposals`")
+            raise _no_proposal(proposal_id)
         if proposal["status"] != "voting":
-            raise Conflict(
-                f"proposal {proposal_id} is {proposal['status']}, not open for votes",
-                hint="see `aperture release show`",
-            )
+            raise _not_open(proposal)
         return proposal
-
-    def _require_member(self, caller: Caller, proposal: dict[str, Any]) -> None:
-        if caller.principal == "anonymous":
-            raise Unauthenticated("voting needs an authenticated board member", hint="send an API key")
-        if caller.principal not in self.board() or not caller.has(Role.RELEASE_BOARD_MEMBER):
-            raise Forbidden(
-                f"{caller.principal} is not a member of the release board", hint="only release_board_member people vote"
-            )
-        if caller.principal == proposal["proposer"]:
-            raise Forbidden("the proposer cannot vote on their own proposal", hint="conflicts of interest are excluded")
-
-    def _require(self, caller: Caller, roles: Sequence[Role], what: str) -> None:
-        if caller.principal == "anonymous":
-            raise Unauthenticated(f"{what} needs an authenticated caller", hint="send an API key")
-        if caller is not SYSTEM and not any(caller.has(role) for role in roles):
-            raise Forbidden(
-                f"{what} needs the role {' or '.join(r.value for r in roles)}", hint="ask someone who has it"
-            )
 
     def _refuse(self, caller: Caller, version: ModelVersion, what: str, reason: str) -> None:
         with self._database.transaction() as connection:
@@ -746,25 +839,43 @@ class ReleaseService:
                 action="release.refused",
                 resource=self._registry.log_name(version),
                 details={"request": what, "reason": reason},
+                upper_tier=self._upper(version),
             )
 
-    def _refuse_proposal(self, caller: Caller, proposal_id: str, what: str, reason: str) -> None:
+    def _refuse_proposal(
+        self, caller: Caller, proposal: dict[str, Any], version: ModelVersion, what: str, reason: str
+    ) -> None:
         with self._database.transaction() as connection:
             self._audit.append(
                 connection,
                 actor=caller.actor,
                 action="release.refused",
-                resource=f"release-proposal:{proposal_id}",
+                resource=f"release-proposal:{proposal['id']}",
                 details={"request": what, "reason": reason},
+                upper_tier=self._upper(version),
             )
 
     # --- reading ----------------------------------------------------------------------------
 
-    def proposal(self, proposal_id: str) -> dict[str, Any]:
+    def proposal(self, caller: Caller, proposal_id: str) -> dict[str, Any]:
+        """A proposal with its rationale, votes, conflicts and signed decision, for a caller cleared
+        for its version; for anyone else it reads exactly like a proposal that does not exist."""
+        _, version = self._load(proposal_id)
+        self._ask(
+            caller,
+            Action.VIEW_RELEASE,
+            version,
+            missing=_no_proposal(proposal_id),
+            message="release proposals are for the institution's registered people",
+            hint="send the API key of a registered person cleared for the version",
+        )
+        return self._proposal_by_id(proposal_id)
+
+    def _proposal_by_id(self, proposal_id: str) -> dict[str, Any]:
         with self._database.read() as connection:
             proposal = store.load_proposal(connection, proposal_id)
             if proposal is None:
-                raise NotFound(f"no release proposal {proposal_id}", hint="see `aperture release proposals`")
+                raise _no_proposal(proposal_id)
             votes = store.votes(connection, proposal_id)
             conflicts = store.conflicts(connection, proposal_id)
             challenges = store.challenges(connection, proposal_id)
@@ -814,19 +925,54 @@ class ReleaseService:
             "signature": proposal["signature"],
         }
 
-    def proposals(self, reference: str | None = None, caller: Caller = SYSTEM) -> list[dict[str, Any]]:
-        version_id = self._registry.find_version(reference, caller).id if reference else None
-        with self._database.read() as connection:
-            rows = store.list_proposals(connection, version_id)
+    def proposals(self, caller: Caller, reference: str | None = None) -> list[dict[str, Any]]:
+        """Proposals newest first: only those on versions the caller may see proposals of (for
+        anyone else they are absent, not counted)."""
         return [
             {key: row[key] for key in ("id", "reference", "tier", "status", "proposer")}
             | {"created_at": isoformat(_aware(row["created_at"]))}
-            for row in rows
+            for row in self._visible_proposals(caller, reference)
         ]
 
-    def verify_decision(self, proposal_id: str) -> bool:
+    def _visible_proposals(self, caller: Caller, reference: str | None = None) -> list[dict[str, Any]]:
+        version_id = self._registry.find_version(reference, caller).id if reference else None
+        with self._database.read() as connection:
+            rows = store.list_proposals(connection, version_id)
+        visible = self._release_visible(caller, {row["model_version_id"] for row in rows})
+        return [row for row in rows if row["model_version_id"] in visible]
+
+    def _release_visible(self, caller: Caller, version_ids: set[str]) -> set[str]:
+        """The versions among `version_ids` whose proposals the caller may see (decided as a listing)."""
+        return {
+            version_id
+            for version_id in version_ids
+            if self._access.authorize(caller, Action.VIEW_RELEASE, version_asset(version_id), purpose="list").allowed
+        }
+
+    def board_view(self, caller: Caller) -> dict[str, Any]:
+        """The board page: the proposals the caller may see, each saying whether the caller may vote
+        on it now (for the buttons; `vote` decides again), and the versions the caller may propose."""
+        proposals = []
+        for row in self._visible_proposals(caller):
+            proposal = self._proposal_by_id(row["id"])
+            done = {v["member"] for v in proposal["votes"]} | {c["member"] for c in proposal["conflicts"]}
+            may_vote = (
+                proposal["status"] == "voting"
+                and proposal["proposer"] != caller.principal
+                and caller.principal not in done
+                and self._access.decide(caller, Action.VOTE_RELEASE, version_asset(row["model_version_id"])).allowed
+            )
+            proposals.append(proposal | {"may_vote": may_vote})
+        versions = []
+        for summary in self._registry.list_models(caller):  # a listing of what the caller may see
+            for version in self._registry.get_model(summary.name, caller).versions:
+                if self._access.decide(caller, Action.PROPOSE_RELEASE, version_asset(version.id)).allowed:
+                    versions.append(version.reference)
+        return {"proposals": proposals, "versions": versions}
+
+    def verify_decision(self, caller: Caller, proposal_id: str) -> bool:
         """Check a decision's signature with the instance's public key."""
-        proposal = self.proposal(proposal_id)
+        proposal = self.proposal(caller, proposal_id)
         if not proposal["record"] or not proposal["signature"]:
             raise Conflict(
                 f"proposal {proposal_id} has no signed decision yet", hint="it is signed when the board decides"
@@ -854,7 +1000,7 @@ class ReleaseService:
             "proposal": stage["proposal_id"],
         }
 
-    def timeline(self, reference: str, caller: Caller = SYSTEM) -> dict[str, Any]:
+    def timeline(self, caller: Caller, reference: str) -> dict[str, Any]:
         version = self._registry.find_version(reference, caller)
         with self._database.read() as connection:
             stages = store.stages(connection, version.id)
@@ -877,23 +1023,27 @@ class ReleaseService:
             "reassessment": self._reassessment(version),
         }
 
-    def due(self) -> list[dict[str, Any]]:
-        """Reminders: stages whose date has come (or passed), and versions whose decision needs re-assessment."""
+    def due(self, caller: Caller) -> list[dict[str, Any]]:
+        """Reminders: stages whose date has come (or passed), and versions whose decision needs
+        re-assessment; only for versions whose proposals the caller may see (the rest are absent)."""
         out: list[dict[str, Any]] = []
         with self._database.read() as connection:
             stages = store.stages(connection)
             tiers = store.tier_rows(connection)
-        names: dict[str, ModelVersion] = {}
+        candidates = {stage["model_version_id"] for stage in stages} | {row["model_version_id"] for row in tiers}
+        visible = self._release_visible(caller, candidates)
+        names = {version.id: version for version in self._every_version() if version.id in visible}
         for stage in stages:
+            if stage["model_version_id"] not in names:
+                continue
             shown = self._stage_out(stage)
             if shown["state"] in ("due", "overdue"):
-                version = names.get(stage["model_version_id"]) or self._registry.version_by_id(
-                    stage["model_version_id"]
-                )
-                names[version.id] = version
+                version = names[stage["model_version_id"]]
                 out.append({"kind": f"stage {shown['state']}", "model": version.reference, **shown})
         for row in tiers:
-            version = names.get(row["model_version_id"]) or self._registry.version_by_id(row["model_version_id"])
+            if row["model_version_id"] not in names:
+                continue
+            version = names[row["model_version_id"]]
             reasons = self._reassessment(version)
             if reasons:
                 out.append({"kind": "re-assessment", "model": version.reference, "reasons": reasons})
@@ -919,10 +1069,16 @@ class ReleaseService:
 
     def trigger(self, caller: Caller, reference: str, reason: str) -> dict[str, Any]:
         """Record an incident on a model (the risk desk's hook): its decision must be re-assessed."""
-        if caller.principal == "anonymous":
-            raise Unauthenticated("recording an incident needs an authenticated caller", hint="send an API key")
-        reason = _text(reason, "the incident", "describe the incident (--reason)")
         version = self._registry.find_version(reference, caller)
+        self._ask(
+            caller,
+            Action.REPORT_INCIDENT,
+            version,
+            missing=_no_version(reference),
+            message="recording an incident needs a registered member of the institution",
+            hint="send the API key of a registered person",
+        )
+        reason = _text(reason, "the incident", "describe the incident (--reason)")
         row = {
             "id": new_id(),
             "model_version_id": version.id,
@@ -939,6 +1095,7 @@ class ReleaseService:
                 action="release.reassessment.triggered",
                 resource=self._registry.log_name(version),
                 details={"kind": "incident", "reason": reason},
+                upper_tier=self._upper(version),
             )
         return {"model": version.reference, "reasons": self._reassessment(version)}
 
@@ -946,14 +1103,18 @@ class ReleaseService:
 
     def public_registry(self) -> list[dict[str, Any]]:
         """Every model version with its tier and the public reasons; upper-tier entries redacted, never omitted."""
-        entries = []
         with self._database.read() as connection:
             tiers = {row["model_version_id"]: row for row in store.tier_rows(connection)}
-        for summary in self._registry.list_models(SYSTEM):
-            for number in summary.versions:
-                version = self._registry.get_version(summary.name, number)
-                entries.append(self._public_entry(version, tiers.get(version.id)))
-        return entries
+        return [self._public_entry(version, tiers.get(version.id)) for version in self._every_version()]
+
+    def _every_version(self) -> list[ModelVersion]:
+        """Every registered version, listed, not read: showing an upper-tier version (a canary)
+        redacted touches nothing."""
+        return [
+            version
+            for summary in self._registry.list_models()
+            for version in self._registry.get_model(summary.name).versions
+        ]
 
     def _public_entry(self, version: ModelVersion, tier_row: dict[str, Any] | None) -> dict[str, Any]:
         classification = self._registry.classification(version)
@@ -963,7 +1124,7 @@ class ReleaseService:
         if tier_row is not None:
             # Tiers set outside the board (tests, an operator's migration) have no proposal to show.
             with contextlib.suppress(NotFound):
-                proposal = self.proposal(tier_row["decision_id"])
+                proposal = self._proposal_by_id(tier_row["decision_id"])
         else:
             # A decision made but not yet carried out (an opening in its cooling-off period) is public too.
             with self._database.read() as connection:
@@ -972,9 +1133,9 @@ class ReleaseService:
                     for p in store.list_proposals(connection, version.id)
                     if p["status"] in ("cooling-off", "challenged")
                 ]
-            proposal = self.proposal(pending[0]["id"]) if pending else None
+            proposal = self._proposal_by_id(pending[0]["id"]) if pending else None
         entry: dict[str, Any] = {
-            "model": version.reference if not redacted else f"upper-tier model {version.id[:8]}",
+            "model": version.reference if not redacted else redacted_label(version),
             "tier": tier_row["tier"] if tier_row else "undecided",
             "effective_at": isoformat(_aware(tier_row["effective_at"])) if tier_row else None,
             "redacted": redacted,
@@ -1024,19 +1185,49 @@ class ReleaseService:
             ]
         return entry
 
-    def transparency(self, reference: str, caller: Caller = SYSTEM) -> dict[str, Any]:
+    def transparency(self, caller: Caller, reference: str) -> dict[str, Any]:
         """The data of a release's model card, safety and security report and EU documentation form."""
-        version = self._registry.find_version(reference, caller)
+        return self._transparency(caller, reference)[1]
+
+    def report(self, caller: Caller, reference: str, fmt: str) -> bytes:
+        """A release's public report as md, html, json or pdf. A PDF is printed once per decision
+        and content and kept in the instance's files; while every printer is busy a request gets
+        `PrinterBusy` (503, retry shortly) at once instead of waiting."""
+        if fmt not in FORMATS:
+            raise InvalidInput(f"unknown report format {fmt!r}", hint=f"use one of {', '.join(FORMATS)}")
+        version, data = self._transparency(caller, reference)
+        if fmt != "pdf" or self._printer is None:
+            return render(data, fmt)
+        decision = data["release"].get("decision") or {}
+        return self._printer.pdf(version.id, decision.get("proposal"), data)
+
+    def _transparency(self, caller: Caller, reference: str) -> tuple[ModelVersion, dict[str, Any]]:
+        """Public: a version that does not exist and one whose registry entry is redacted (upper
+        tier, canary) give the same error, whoever asks."""
+        name, number = parse_reference(reference)
+        missing = NotFound(
+            f"no public release report for {name}:{number}",
+            hint="the public registry (/registry, GET /api/v1/registry) lists every release",
+        )
+        try:
+            # Found as in a listing, not read: asking for a report by name reads nothing protected.
+            model = self._registry.get_model(name)
+        except NotFound:
+            raise missing from None
+        version = next((v for v in model.versions if v.version == number), None)
+        if version is None:
+            raise missing
         with self._database.read() as connection:
             tier_row = next((row for row in store.tier_rows(connection) if row["model_version_id"] == version.id), None)
         entry = self._public_entry(version, tier_row)
         if entry["redacted"]:
-            raise NotFound(
-                f"{reference} is an upper-tier model: its reports are not public", hint="ask the release board"
-            )
-        profile = self._risk.profile(version.reference, caller=caller)
-        decision = self.evaluate(version.reference, caller)
-        return {
+            # Naming an upper-tier version is reaching for it: the access service records that decision
+            # (and a canary's watch hears of it) for whoever asked; the answer is the same as for none.
+            self._access.authorize(caller, Action.VIEW, version_asset(version.id))
+            raise missing
+        profile = self._risk.profile(version.reference)
+        decision = self.evaluate(SYSTEM, version.reference)
+        return version, {
             "model": version.reference,
             "name": version.model_name,
             "version": version.version,
@@ -1073,3 +1264,25 @@ def _aware(moment: datetime) -> datetime:
     from datetime import UTC
 
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def redacted_label(version: ModelVersion) -> str:
+    """How public surfaces (the registry, the licensing catalogue) list a version they redact."""
+    return f"upper-tier model {version.id[:8]}"
+
+
+def _no_proposal(proposal_id: str) -> NotFound:
+    """What a proposal that does not exist and one the caller may not see both raise."""
+    return NotFound(f"no release proposal {proposal_id}", hint="see `aperture release proposals`")
+
+
+def _no_version(reference: str) -> NotFound:
+    """The registry's answer for a version that does not exist (or that the caller may not see)."""
+    name, _, _ = reference.partition(":")
+    return NotFound(f"no version {reference}", hint=f"`aperture models show {name}` lists the versions of a model")
+
+
+def _not_open(proposal: dict[str, Any]) -> Conflict:
+    return Conflict(
+        f"proposal {proposal['id']} is {proposal['status']}, not open for votes", hint="see `aperture release show`"
+    )

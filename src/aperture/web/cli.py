@@ -313,11 +313,11 @@ def demo(
 
 def _demo_release(services: Services, reference: str) -> dict[str, Any]:
     """The policy decides; Bob (programme director) proposes a staged release; the board votes with reasons."""
-    from aperture.access.domain import Caller
+    from aperture.access.domain import SYSTEM, Caller
     from aperture.release.domain import Tier
     from aperture.release.service import parse_stage
 
-    decision = services.release.evaluate(reference)
+    decision = services.release.evaluate(SYSTEM, reference)
     out_console.print(f"policy: {decision.summary()}", highlight=False)
     for level in decision.levels:
         shown = level.to_dict()

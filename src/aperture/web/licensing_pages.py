@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
-from aperture.access.domain import Caller
-from aperture.core.errors import NotFound
+from aperture.access.domain import Action, Caller
 from aperture.licensing.domain import LICENCE_TEXT, TRANSITIONS, format_amount, parse_amount
 from aperture.web.sessions import check_csrf
 
@@ -39,7 +38,7 @@ def mount_licensing(
     def licensing_page(request: Request) -> HTMLResponse:
         caller = me(request)
         context: dict[str, Any] = {
-            "catalogue": licensing.catalogue(),
+            "catalogue": licensing.catalogue(caller),
             "licence_text": LICENCE_TEXT,
             "transitions": [(s.value, e.value, t.value) for (s, e), t in TRANSITIONS.items()],
             "officer": False,
@@ -47,7 +46,7 @@ def mount_licensing(
             "licences": [],
         }
         if caller.session:
-            context["officer"] = licensing.is_officer(caller)
+            context["officer"] = licensing.desk(caller)
             context["applications"] = licensing.list_applications(caller)
             context["licences"] = licensing.list_licences(caller)
         return render(request, "licensing.html", "licensing", format_amount=format_amount, **context)
@@ -56,7 +55,9 @@ def mount_licensing(
     def apply_page(request: Request, model: str = "") -> Response:
         if signed_in(request) is None:
             return back(f"/login?next=/licensing/apply?model={model}")
-        return render(request, "licensing_apply.html", "licensing", model=model, catalogue=licensing.catalogue())
+        caller = me(request)
+        catalogue = [entry for entry in licensing.catalogue(caller) if not entry.redacted]
+        return render(request, "licensing_apply.html", "licensing", model=model, catalogue=catalogue)
 
     @app.post("/licensing/apply", include_in_schema=False)
     def apply(
@@ -107,7 +108,7 @@ def mount_licensing(
             "licensing_application.html",
             "licensing",
             a=application,
-            officer=licensing.is_officer(caller),
+            officer=licensing.permits(caller, Action.SCREEN_LICENCE_APPLICATION, application.model_version_id),
             checklist=licensing.checklist(),
             answers=answers,
             licences=[lic for lic in licensing.list_licences(caller) if lic.application_id == application.id],
@@ -159,13 +160,14 @@ def mount_licensing(
         if caller is None:
             return back(f"/login?next=/licensing/licences/{licence_id}")
         licence = licensing.get_licence(caller, licence_id)
+        version_id = licence.terms.model_version_id
         return render(
             request,
             "licensing_licence.html",
             "licensing",
             licence=licence,
-            officer=licensing.is_officer(caller),
-            licensee=caller.principal != "system" and licence.terms.organisation == _organisation(services, caller),
+            officer=licensing.permits(caller, Action.MANAGE_LICENCE, version_id),
+            licensee=licensing.may_download(caller, licence),
             receivables=licensing.receivables(caller, licence_id),
             copies=licensing.list_copies(caller, licence_id),
             in_force=licence.in_force(services.clock.now().date()),
@@ -195,10 +197,3 @@ def mount_licensing(
         found = licensing.redeem(caller, issued.token)
         headers = {"Content-Disposition": f'attachment; filename="{found.filename}"'}
         return StreamingResponse(found.chunks, media_type=found.media_type, headers=headers)
-
-
-def _organisation(services: Services, caller: Caller) -> str | None:
-    try:
-        return services.access.get_principal(caller.principal).organisation
-    except NotFound:
-        return None

@@ -19,7 +19,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup, escape
 
 from aperture import __version__
-from aperture.access.domain import Action, Caller, Role
+from aperture.access.domain import SYSTEM, Action, Caller
 from aperture.core.errors import ApertureError, InvalidInput, NotFound
 from aperture.release.domain import Tier
 from aperture.release.service import parse_stage
@@ -363,10 +363,11 @@ def mount(app: FastAPI, services: Services) -> None:
 
     @app.get("/registry/{name}/{version}", response_class=HTMLResponse, include_in_schema=False)
     def release_page(request: Request, name: str, version: str) -> HTMLResponse:
+        """A release's public page: only public entries have one (an upper-tier version reads like none)."""
         entry = next((e for e in services.release.public_registry() if e["model"] == f"{name}:{version}"), None)
         if entry is None:
             raise NotFound(f"no public entry for {name}:{version}", hint="see the public registry at /registry")
-        timeline = services.release.timeline(f"{name}:{version}")
+        timeline = services.release.timeline(SYSTEM, f"{name}:{version}")  # a public entry: its plan is public
         return render(
             request,
             "release.html",
@@ -380,24 +381,20 @@ def mount(app: FastAPI, services: Services) -> None:
 
     @app.get("/release", response_class=HTMLResponse, include_in_schema=False)
     def board_page(request: Request) -> Response:
+        """The proposals the signed-in person may see, with the vote form where they may vote."""
         caller = me(request)
         if not caller.session:
             return back("/login?next=/release")
-        proposals = [services.release.proposal(p["id"]) for p in services.release.proposals(caller=caller)]
+        view = services.release.board_view(caller)
         rules = services.release.rules
-        director = caller.has(Role.PROGRAMME_DIRECTOR)
-        versions = (
-            [f"{m.name}:{v}" for m in services.registry.list_models(caller) for v in m.versions] if director else []
-        )
         return render(
             request,
             "board.html",
             "release",
-            proposals=proposals,
-            director=director,
-            versions=versions,
+            proposals=view["proposals"],
+            director=bool(view["versions"]),
+            versions=view["versions"],
             tiers=[t.value for t in Tier],
-            member=caller.principal in services.release.board(),
             open_quorum=rules.open_quorum,
             cooling_days=f"{rules.cooling_off.total_seconds() / 86400:g}",
         )
