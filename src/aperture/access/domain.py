@@ -324,6 +324,9 @@ class Action(StrEnum):
     VIEW_SECURITY = "view_security"  # alerts, grants, the seal
     UNSEAL = "unseal"
     SEAL = "seal"
+    # --- registry
+    SIGN_FACTS = "sign_facts"  # sign the facts of a version registered before facts were signed
+    COLLECT_GARBAGE = "collect_garbage"  # remove what interrupted writes left in the stores
 
 
 WEIGHT_ACTIONS = (Action.DOWNLOAD, Action.EXPORT, Action.COPY_TO_HUB)
