@@ -24,6 +24,8 @@ from aperture.bootstrap import require_initialised
 from aperture.cli_support import ProgressBar, command_errors, err_console, out_console, print_json, state
 from aperture.registry.domain import FactsStatus, Model, ModelSummary, ModelVersion, parse_reference
 from aperture.registry.service import ExportResult, Registration, VerificationReport
+from aperture.vault.cleanup import DEFAULT_GRACE_S, Leftover
+from aperture.vault.service import GarbageReport
 
 app = typer.Typer(help="Model registry: register versions, list, show, verify, export.", no_args_is_help=True)
 
@@ -371,6 +373,67 @@ def sign_facts(
         highlight=False,
         soft_wrap=True,
     )
+
+
+@app.command("gc")
+@command_errors
+def collect_garbage(
+    ctx: typer.Context,
+    dry_run: bool = typer.Option(False, "--dry-run", help="List what would be removed; remove nothing."),
+    grace: float = typer.Option(
+        DEFAULT_GRACE_S,
+        "--grace",
+        min=0,
+        help="Seconds after which a temporary file whose writer still runs counts as abandoned (if unlocked).",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Remove what interrupted registrations left: temporary files, unreferenced blobs and sealed files."""
+    services = state(ctx).services
+    require_initialised(services)
+    report = services.registry.collect_garbage(SYSTEM, dry_run=dry_run, grace_s=grace)
+    if as_json:
+        print_json(garbage_json(report))
+        return
+    verb = "would remove" if dry_run else "removed"
+    if report.found:
+        table = Table("kind", "file", "size", "")
+        for item in report.found:
+            table.add_row(item.kind.value, str(item.path), _size(item.size), verb)
+        out_console.print(table)
+    total = sum(item.size for item in report.found)
+    out_console.print(f"{verb} {len(report.found)} file(s), {_size(total)}", highlight=False)
+    for kept in report.kept:
+        out_console.print(f"kept {kept.path}: {kept.reason}", highlight=False, soft_wrap=True)
+    if report.orphans_skipped:
+        out_console.print(
+            "unreferenced blobs were not looked at: a registration or another store operation is in progress; "
+            "run `aperture models gc` again when it has finished",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if report.sealed_withheld:
+        out_console.print(
+            f"[yellow]unreferenced sealed files were kept[/]: {report.sealed_withheld} "
+            "(restore the database before collecting sealed files)",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+def garbage_json(report: GarbageReport) -> dict[str, Any]:
+    def item(leftover: Leftover) -> dict[str, Any]:
+        return {"kind": leftover.kind.value, "path": str(leftover.path), "size": leftover.size}
+
+    return {
+        "dry_run": report.dry_run,
+        "found": [item(leftover) for leftover in report.found],
+        "removed": [item(leftover) for leftover in report.removed],
+        "bytes": sum(leftover.size for leftover in report.found),
+        "kept": [{"path": str(kept.path), "reason": kept.reason} for kept in report.kept],
+        "orphans_skipped": report.orphans_skipped,
+        "sealed_withheld": report.sealed_withheld,
+    }
 
 
 @app.command("export")

@@ -63,8 +63,9 @@ from aperture.registry.domain import (
 from aperture.registry.integrity import FACTS_SIGNED, REGISTERED, FactsCheck, VersionIntegrity, describe
 from aperture.registry.sources import PlannedFile, plan_source, read_document, read_weights, sniff_pickle
 from aperture.vault.artifacts import StoredBlob
+from aperture.vault.cleanup import DEFAULT_GRACE_S, LeftoverKind
 from aperture.vault.domain import SIGNATURE_FILE
-from aperture.vault.service import SealedBlob, VaultService
+from aperture.vault.service import GarbageReport, SealedBlob, VaultService
 
 BUNDLED_NAME = "smollm2-135m-instruct"
 BUNDLED_UPSTREAM = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -638,6 +639,50 @@ class RegistryService:
             signature_path=signature_path,
             bytes_written=record.total_bytes,
         )
+
+    # --- what interrupted registrations leave -----------------------------------------------
+
+    def collect_garbage(
+        self, caller: Caller, *, dry_run: bool = False, grace_s: float = DEFAULT_GRACE_S
+    ) -> GarbageReport:
+        """Remove what killed or failed store operations left: temporary files no live writer
+        holds, and blobs and sealed files nothing references (see `VaultService.collect_garbage`).
+
+        A blob any version lists is kept even without a reference row; and when an upper-tier
+        version lacks a sealed record for one of its files, the database is not trusted to say
+        which sealed files are garbage, and none is removed (`sealed_withheld` says why)."""
+        self.access.require_instance(caller, Action.COLLECT_GARBAGE)
+        with self.database.read() as connection:
+            keep = store.all_file_digests(connection)
+        withheld = self._incomplete_sealed_records()
+        report = self.vault.collect_garbage(keep, collect_sealed=withheld is None, grace_s=grace_s, dry_run=dry_run)
+        removed = report.removed
+        if removed:
+            self.audit.record(
+                actor=caller.actor,
+                action="registry.garbage_collected",
+                resource="registry",
+                details={
+                    kind.value: sum(1 for item in removed if item.kind is kind)
+                    for kind in (LeftoverKind.TEMPORARY, LeftoverKind.BLOB, LeftoverKind.SEALED)
+                }
+                | {"bytes": sum(item.size for item in removed)},
+            )
+        return replace(report, sealed_withheld=withheld)
+
+    def _incomplete_sealed_records(self) -> str | None:
+        owners = self.vault.sealed_owners()
+        with self.database.read() as connection:
+            ids = store.version_ids(connection)
+            files = store.file_digests_by_version(connection)
+        for (name, version), version_id in sorted(ids.items()):
+            found = self.access.lookup(version_asset(version_id))
+            if found is not None and not found.level.upper_tier:
+                continue
+            missing = files.get(version_id, set()) - owners.get(_owner(version_id), set())
+            if missing:
+                return f"{name}:{version} has no sealed record for {len(missing)} of its files"
+        return None
 
     # --- the bundled model ----------------------------------------------------------------
 

@@ -198,6 +198,15 @@ def replace_signature(
         raise Conflict("the version's facts were signed meanwhile", hint="nothing to do; verify it")
 
 
+def file_digests_by_version(connection: Connection) -> dict[str, set[str]]:
+    """version id -> the SHA-256 of its files."""
+    found: dict[str, set[str]] = {}
+    query = select(registry_version_files.c.version_id, registry_version_files.c.sha256)
+    for version_id, digest in connection.execute(query).all():
+        found.setdefault(str(version_id), set()).add(str(digest))
+    return found
+
+
 def all_file_digests(connection: Connection) -> set[str]:
     """The SHA-256 of every file of every version (both tiers)."""
     query = select(registry_version_files.c.sha256).distinct()
