@@ -101,6 +101,9 @@ def test_another_versions_signature_and_files_do_not_pass(services: Services, tm
         ("registry_versions", "base_model", "org/other", "lineage.base_model"),
         ("registry_versions", "base_licence", "LicenseRef-Proprietary", "lineage.base_licence"),
         ("access_classifications", "level", 2, "security.level"),
+        ("registry_versions", "registered_by", "someone else", "registered_by"),
+        ("registry_versions", "signing_key_id", "0123456789abcdef", "signing_key_id"),
+        ("registry_versions", "description", "edited", "description"),
     ],
 )
 def test_an_edited_fact_is_named(

@@ -90,6 +90,14 @@ class VersionIntegrity:
             differences = [d for d in differences if not d.startswith(FACTS_FILE)]
         if differences:
             problems.append(("files", "the signed manifest differs from the registry: " + "; ".join(differences[:5])))
+        if version.signing_key_id != self.vault.keys.artifact_key_id:
+            problems.append(
+                (
+                    "signing_key_id",
+                    f"signing_key_id is {version.signing_key_id} in the database; the signature is by "
+                    f"{self.vault.keys.artifact_key_id}",
+                )
+            )
         if signed.root_digest != version.manifest_digest:
             problems.append(
                 (
@@ -147,6 +155,8 @@ class VersionIntegrity:
                     f"the signed facts' digest differs from the one the registration event (log leaf {leaf}) recorded",
                 )
             ]
+        if event.action == REGISTERED and event.actor != version.registered_by:
+            return [_registrant(version, event)]
         if event.action == FACTS_SIGNED:
             registered = self.registration_event(version)
             if isinstance(registered, AuditEvent) and registered.details.get("facts_digest") is not None:
@@ -184,6 +194,8 @@ class VersionIntegrity:
                     )
                 )
             else:
+                if registered.actor != version.registered_by:
+                    problems.append(_registrant(version, registered))
                 problems += compare_with_event(registered.details, current)
                 logged = registered.details.get("manifest_digest")
                 if logged is not None and logged != version.manifest_digest:
@@ -227,6 +239,14 @@ class VersionIntegrity:
         security = signed.get("security")
         was = security.get("level") if isinstance(security, dict) else None
         return f"reclassified from {was} to {level} after its facts were signed (log leaf {latest.leaf_index})"
+
+
+def _registrant(version: ModelVersion, event: AuditEvent) -> Problem:
+    return (
+        "registered_by",
+        f"registered_by is {version.registered_by!r} in the database, {event.actor!r} in the registration event "
+        f"(log leaf {event.leaf_index})",
+    )
 
 
 def describe(problems: Sequence[Problem], limit: int = 8) -> str:
