@@ -12,6 +12,7 @@ import pytest
 from click.testing import Result
 from typer.testing import CliRunner
 
+from aperture.access.domain import SYSTEM
 from aperture.bootstrap import Services
 from aperture.cli import app
 from aperture.cli_support import CliState
@@ -127,3 +128,40 @@ def test_the_cli_starts_without_torch_transformers_or_model_signing() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == ""
+
+
+def test_verify_names_an_edited_fact_and_guides_through_unsigned_facts(
+    run: object, services: Services, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy import text
+
+    from tests.registry.test_integrity import _legacy_signing
+
+    invoke = run  # type: ignore[assignment]
+    root = write_hf_directory(tmp_path / "hf")
+    assert (
+        invoke("models", "register", str(root), "--name", "m", "--version", "1", "--training-flop", "1e21").exit_code
+        == 0
+    )
+    body = json.loads(invoke("models", "verify", "m:1", "--json").stdout)
+    assert body["facts"] == "signed" and len(body["facts_digest"]) == 64 and body["facts_event"] >= 0
+    assert "facts signed" in invoke("models", "verify", "m:1").stdout
+    with services.database.transaction() as connection:
+        connection.execute(text("UPDATE registry_versions SET training_flop = '1' WHERE version = '1'"))
+    failed = invoke("models", "verify", "m:1")
+    assert failed.exit_code == 7
+    assert "training_flop" in " ".join(failed.stderr.split())
+
+    with monkeypatch.context() as patch:
+        _legacy_signing(patch, services)
+        services.registry.register(SYSTEM, root, "old", "1")
+    unsigned = invoke("models", "verify", "old:1")
+    assert unsigned.exit_code == 0, unsigned.output
+    text_out = " ".join(unsigned.stdout.split())
+    assert "facts unsigned" in text_out and "`aperture models sign-facts old:1`" in text_out
+    signed = invoke("models", "sign-facts", "old:1", "--json")
+    assert signed.exit_code == 0, signed.output
+    assert json.loads(signed.stdout)["facts_digest"]
+    assert json.loads(invoke("models", "verify", "old:1", "--json").stdout)["facts"] == "signed"
+    again = invoke("models", "sign-facts", "old:1")
+    assert again.exit_code == 4 and "already signed" in " ".join(again.stderr.split())

@@ -82,3 +82,26 @@ def test_routes_need_a_key_and_verify_needs_a_role(services: Services, client: T
     body = failed.json()["error"]
     assert body["code"] == "integrity_failure" and version.files[0].path in body["message"]
     assert json.dumps(body["details"])
+
+
+def test_verify_reports_the_signed_facts_and_names_an_edited_one(
+    services: Services, client: TestClient, tmp_path: Path
+) -> None:
+    from sqlalchemy import text
+
+    version = services.registry.register(
+        SYSTEM, write_hf_directory(tmp_path / "hf"), "tiny", "1.0", licence="MIT"
+    ).version
+    officer = bearer(services, Role.SECURITY_OFFICER)
+    verified = client.post("/api/v1/models/tiny/versions/1.0/verify", headers=officer).json()
+    assert verified["facts"] == "signed" and verified["facts_digest"] == version.facts_digest
+    assert verified["facts_event"] == version.facts_event and verified["notes"] == []
+    shown = client.get("/api/v1/models/tiny/versions/1.0", headers=officer).json()
+    assert shown["facts_digest"] == version.facts_digest
+    with services.database.transaction() as connection:
+        connection.execute(text("UPDATE registry_versions SET licence = 'Apache-2.0'"))
+    failed = client.post("/api/v1/models/tiny/versions/1.0/verify", headers=officer)
+    assert failed.status_code == 500
+    error = failed.json()["error"]
+    assert error["code"] == "integrity_failure" and "licence" in error["message"]
+    assert error["details"]["fields"] == ["licence"]

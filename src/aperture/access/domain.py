@@ -351,6 +351,9 @@ class Action(StrEnum):
     CONFIGURE_GATEWAY_MODEL = "configure_gateway_model"  # a version: bind, grant, price, safety policy
     VIEW_GATEWAY_USAGE = "view_gateway_usage"  # instance: usage reports (context: own_organisation)
     VIEW_GATEWAY_ALERTS = "view_gateway_alerts"  # instance: the gateway's alerts, and picking them up
+    # --- registry
+    SIGN_FACTS = "sign_facts"  # sign the facts of a version registered before facts were signed
+    COLLECT_GARBAGE = "collect_garbage"  # remove what interrupted writes left in the stores
 
 
 WEIGHT_ACTIONS = (Action.DOWNLOAD, Action.EXPORT, Action.COPY_TO_HUB)

@@ -9,7 +9,7 @@ rather than here, where they would make the two areas import each other.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from sqlalchemy import Connection
@@ -28,6 +28,7 @@ from aperture.audit.domain import (
     checkpoint_text,
     consistency_ranges,
     details_text,
+    event_leaf_hash,
     inclusion_ranges,
     leaf_data_from_fields,
     leaf_hash,
@@ -188,6 +189,26 @@ class AuditLog:
         if event is None:
             raise NotFound(f"no audit event at leaf {leaf_index}", hint="`aperture audit list` shows the events")
         return event
+
+    def find_events(
+        self, *, action: str, resources: Sequence[str], after: int = -1, limit: int = 100
+    ) -> list[AuditEvent]:
+        """Events of one action about any of `resources` after leaf `after`, oldest first (a scan:
+        for occasional checks such as a registry verification, not for pages)."""
+        with self.database.read() as connection:
+            return store.find_events(connection, action=action, resources=list(resources), after=after, limit=limit)
+
+    def checked_event(self, leaf_index: int) -> AuditEvent:
+        """The event at `leaf_index`, after checking that its content still hashes to its leaf and
+        that the leaf is included in the tree (under the latest signed head when one covers it).
+        IntegrityFailure when the event was changed, NotFound when there is no such leaf."""
+        proof = self.newest_inclusion_proof(leaf_index)
+        if event_leaf_hash(proof.event) != proof.leaf_hash:
+            raise IntegrityFailure(
+                f"the event at leaf {leaf_index} was changed after it was logged",
+                hint="run `aperture audit verify` and restore the database from backup",
+            )
+        return proof.event
 
     def latest_tree_head(self) -> SignedTreeHead | None:
         with self.database.read() as connection:

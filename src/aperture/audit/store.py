@@ -239,6 +239,23 @@ def list_events(connection: Connection, *, limit: int, before: int | None = None
     return [_event(row) for row in connection.execute(query)]
 
 
+def find_events(
+    connection: Connection, *, action: str, resources: list[str], after: int, limit: int
+) -> list[AuditEvent]:
+    """Oldest first: events of `action` about one of `resources` with a leaf index above `after`."""
+    query = (
+        select(audit_events)
+        .where(
+            audit_events.c.action == action,
+            audit_events.c.resource.in_(resources),
+            audit_events.c.leaf_index > after,
+        )
+        .order_by(audit_events.c.leaf_index)
+        .limit(limit)
+    )
+    return [_event(row) for row in connection.execute(query)]
+
+
 def _stream(connection: Connection, statement: str, params: tuple[Any, ...], batch: int) -> Iterator[list[Any]]:
     """Rows of a large SELECT in batches of plain tuples, never all in memory at once."""
     if connection.dialect.name == "sqlite":

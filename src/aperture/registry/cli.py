@@ -1,4 +1,4 @@
-"""`aperture models ...`: register, import the bundled model, list, show, verify, export.
+"""`aperture models ...`: register, import the bundled model, list, show, verify, sign facts, export, gc.
 
 The CLI acts as the instance operator (SYSTEM). torch and transformers are imported only by
 `import-bundled`, model_signing only while signing, so every other command starts fast.
@@ -22,8 +22,10 @@ from rich.table import Table
 from aperture.access.domain import SYSTEM, parse_level
 from aperture.bootstrap import require_initialised
 from aperture.cli_support import ProgressBar, command_errors, err_console, out_console, print_json, state
-from aperture.registry.domain import Model, ModelSummary, ModelVersion, parse_reference
+from aperture.registry.domain import FactsStatus, Model, ModelSummary, ModelVersion, parse_reference
 from aperture.registry.service import ExportResult, Registration, VerificationReport
+from aperture.vault.cleanup import DEFAULT_GRACE_S, Leftover
+from aperture.vault.service import GarbageReport
 
 app = typer.Typer(help="Model registry: register versions, list, show, verify, export.", no_args_is_help=True)
 
@@ -81,6 +83,7 @@ def version_json(version: ModelVersion, *, with_files: bool = True) -> dict[str,
         },
         "manifest_digest": version.manifest_digest,
         "signing_key_id": version.signing_key_id,
+        "facts_digest": version.facts_digest,
     }
     if with_files:
         body["files"] = [
@@ -310,22 +313,127 @@ def verify(
     with BarProgress("re-hashing", quiet=as_json) as bar:
         report: VerificationReport = services.registry.verify_version(name, version, caller=SYSTEM, progress=bar)
     if as_json:
-        print_json(
-            {
-                "reference": report.reference,
-                "ok": True,
-                "files_checked": report.files_checked,
-                "bytes_checked": report.bytes_checked,
-                "manifest_digest": report.manifest_digest,
-                "signing_key_id": report.signing_key_id,
-            }
-        )
+        print_json(verification_json(report))
         return
     out_console.print(
         f"{report.reference}: signature valid (key {report.signing_key_id}); "
         f"{report.files_checked} files, {_size(report.bytes_checked)} re-hashed: OK",
         highlight=False,
     )
+    if report.facts is FactsStatus.SIGNED:
+        out_console.print(
+            f"facts signed (digest {report.facts_digest}), as the log recorded them (leaf {report.facts_event})",
+            highlight=False,
+            soft_wrap=True,
+        )
+    else:
+        out_console.print(
+            f"[yellow]facts unsigned[/] (registered before facts were signed): review them with "
+            f"`aperture models show {report.reference}`, then sign them with "
+            f"`aperture models sign-facts {report.reference}`",
+            highlight=False,
+            soft_wrap=True,
+        )
+    for note in report.notes:
+        out_console.print(f"note: {note}", highlight=False, soft_wrap=True)
+
+
+def verification_json(report: VerificationReport) -> dict[str, Any]:
+    return {
+        "reference": report.reference,
+        "ok": True,
+        "files_checked": report.files_checked,
+        "bytes_checked": report.bytes_checked,
+        "manifest_digest": report.manifest_digest,
+        "signing_key_id": report.signing_key_id,
+        "facts": report.facts.value,
+        "facts_digest": report.facts_digest,
+        "facts_event": report.facts_event,
+        "notes": list(report.notes),
+    }
+
+
+@app.command("sign-facts")
+@command_errors
+def sign_facts(
+    ctx: typer.Context,
+    reference: str = typer.Argument(..., help="NAME:VERSION of a version registered before facts were signed"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Sign the facts of a version registered before facts were signed (review them first with `models show`)."""
+    services = state(ctx).services
+    require_initialised(services)
+    signed = services.registry.sign_facts(SYSTEM, *parse_reference(reference))
+    if as_json:
+        print_json(version_json(signed))
+        return
+    out_console.print(
+        f"signed the facts of {signed.reference} (digest {signed.facts_digest}, log leaf {signed.facts_event}); "
+        f"the manifest digest is now {signed.manifest_digest}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@app.command("gc")
+@command_errors
+def collect_garbage(
+    ctx: typer.Context,
+    dry_run: bool = typer.Option(False, "--dry-run", help="List what would be removed; remove nothing."),
+    grace: float = typer.Option(
+        DEFAULT_GRACE_S,
+        "--grace",
+        min=0,
+        help="Seconds after which a temporary file whose writer still runs counts as abandoned (if unlocked).",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Remove what interrupted registrations left: temporary files, unreferenced blobs and sealed files."""
+    services = state(ctx).services
+    require_initialised(services)
+    report = services.registry.collect_garbage(SYSTEM, dry_run=dry_run, grace_s=grace)
+    if as_json:
+        print_json(garbage_json(report))
+        return
+    verb = "would remove" if dry_run else "removed"
+    if report.found:
+        table = Table("kind", "file", "size", "")
+        for item in report.found:
+            table.add_row(item.kind.value, str(item.path), _size(item.size), verb)
+        out_console.print(table)
+    total = sum(item.size for item in report.found)
+    out_console.print(f"{verb} {len(report.found)} file(s), {_size(total)}", highlight=False)
+    for kept in report.kept:
+        out_console.print(f"kept {kept.path}: {kept.reason}", highlight=False, soft_wrap=True)
+    if report.orphans_skipped:
+        out_console.print(
+            "unreferenced blobs were not looked at: a registration or another store operation is in progress; "
+            "run `aperture models gc` again when it has finished",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if report.sealed_withheld:
+        out_console.print(
+            f"[yellow]unreferenced sealed files were kept[/]: {report.sealed_withheld} "
+            "(restore the database before collecting sealed files)",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+def garbage_json(report: GarbageReport) -> dict[str, Any]:
+    def item(leftover: Leftover) -> dict[str, Any]:
+        return {"kind": leftover.kind.value, "path": str(leftover.path), "size": leftover.size}
+
+    return {
+        "dry_run": report.dry_run,
+        "found": [item(leftover) for leftover in report.found],
+        "removed": [item(leftover) for leftover in report.removed],
+        "bytes": sum(leftover.size for leftover in report.found),
+        "kept": [{"path": str(kept.path), "reason": kept.reason} for kept in report.kept],
+        "orphans_skipped": report.orphans_skipped,
+        "sealed_withheld": report.sealed_withheld,
+    }
 
 
 @app.command("export")

@@ -8,20 +8,21 @@ file is an error, never a crash or an unbounded allocation. Nothing here unpickl
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from pathlib import PurePosixPath
 from typing import Any, Protocol
 
-from aperture.access.domain import ANONYMOUS, Caller, Role
-from aperture.core.errors import Forbidden, InvalidInput, TooLarge, Unauthenticated, UnsafeInput
+from aperture.access.domain import ANONYMOUS, Caller, Role, SecurityLevel
+from aperture.core.errors import Forbidden, IntegrityFailure, InvalidInput, TooLarge, Unauthenticated, UnsafeInput
 
 SCHEMA_VERSION = 1
 
@@ -196,6 +197,7 @@ class Lineage:
     base_model: str | None = None  # "name:version" when registered, free text when external
     external: bool = False
     base_licence: str | None = None  # the upstream licence of an external base
+    base_version_id: str | None = None  # the id of a registered base (set when the version is recorded)
 
     @property
     def registered_base(self) -> tuple[str, str] | None:
@@ -304,8 +306,11 @@ class WeightFormat(StrEnum):
 
 
 PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib", ".npy", ".npz"})
-# model_signing ignores these at the model root when it re-hashes (git metadata and the signature).
-SKIPPED_AT_ROOT = frozenset({".git", ".github", ".gitattributes", ".gitignore", "model.sig"})
+# The signed facts document of a version: listed in its signed manifest, written on export.
+FACTS_FILE = "aperture-facts.json"
+# Left out at the model root: what model_signing ignores when it re-hashes (git metadata and the
+# signature), and the facts document of an export registered again (each version signs its own).
+SKIPPED_AT_ROOT = frozenset({".git", ".github", ".gitattributes", ".gitignore", "model.sig", FACTS_FILE})
 SIGNATURE_IGNORE_PATHS = (".git", ".gitattributes", ".github", ".gitignore", "model.sig")
 TOKENIZER_NAMES = frozenset(
     {
@@ -978,6 +983,14 @@ class ModelVersion:
     signing_key_id: str
     signature: str  # the Sigstore bundle (JSON) written as `model.sig` on export
     schema_version: int = SCHEMA_VERSION
+    # The signed facts document (FACTS_FILE, listed in the signed manifest) and the log's leaf that
+    # recorded its digest; None for versions registered before facts were signed.
+    signed_facts: str | None = None
+    facts_event: int | None = None
+
+    @property
+    def facts_digest(self) -> str | None:
+        return None if self.signed_facts is None else facts_digest(self.signed_facts)
 
     @property
     def reference(self) -> str:
@@ -1013,3 +1026,148 @@ class Model:
 def manifest_entries(files: Sequence[ArtifactFile]) -> list[tuple[str, str]]:
     """(path, sha256) in the order model_signing signs them."""
     return sorted((file.path, file.sha256) for file in files)
+
+
+# --- the signed facts ---------------------------------------------------------------------
+#
+# The facts that drive release decisions (compute, parameters, licence, lineage, security level)
+# are written into a small JSON document that joins the version's files in the signed manifest
+# under FACTS_FILE. The document names the version (model, version, id), so the signature is bound
+# to the version it is stored with; `model_signing verify` re-hashes it like any other file of an
+# export, so the statement stays exactly the one model_signing builds.
+
+FACTS_SCHEMA = "aperture-version-facts/1"
+MAX_FACTS_BYTES = 1024 * 1024
+BINDING_FIELDS = ("model", "version", "version_id")
+# Registration-event detail -> field of the signed facts (the lower tier's event carries these).
+EVENT_FACT_FIELDS = {
+    "format": "format",
+    "architecture": "architecture",
+    "parameter_count": "parameter_count",
+    "total_bytes": "total_bytes",
+    "files": "file_count",
+    "licence": "licence",
+    "training_flop": "training_flop",
+    "base_model": "lineage.base_model",
+    "base_external": "lineage.external",
+    "base_licence": "lineage.base_licence",
+}
+
+
+class FactsStatus(StrEnum):
+    SIGNED = "signed"
+    UNSIGNED = "unsigned"  # registered before facts were signed
+
+
+def fact_values(version: ModelVersion, level: SecurityLevel | None, programme: str | None) -> dict[str, Any]:
+    """What the signed facts say of a version, from its record (JSON values only).
+
+    A canary flag is left out on purpose: the document travels with exports, and must not give a
+    decoy away."""
+    facts = version.facts
+    lineage = facts.lineage
+    return {
+        "schema": FACTS_SCHEMA,
+        "model": version.model_name,
+        "version": version.version,
+        "version_id": version.id,
+        "registered_at": version.registered_at.astimezone(UTC).isoformat(),
+        "format": version.format.value,
+        "architecture": version.architecture,
+        "model_type": version.model_type,
+        "parameter_count": version.parameter_count,
+        "tensor_count": version.tensor_count,
+        "dtypes": list(version.dtypes),
+        "total_bytes": version.total_bytes,
+        "file_count": len(version.files),
+        "licence": facts.licence,
+        "training_flop": None if facts.training_flop is None else str(facts.training_flop),
+        "modalities": [m.value for m in facts.modalities],
+        "intended_use": facts.intended_use,
+        "description": facts.description,
+        "data_summary": facts.data_summary,
+        "lineage": {
+            "base_model": lineage.base_model,
+            "external": lineage.external,
+            "base_licence": lineage.base_licence,
+            "base_version_id": lineage.base_version_id,
+        },
+        "security": {"level": None if level is None else str(level), "programme": programme},
+    }
+
+
+def facts_document(values: Mapping[str, Any]) -> str:
+    """The signed document: canonical JSON (sorted keys, two-space indent, UTF-8, final newline)."""
+    return json.dumps(values, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+
+
+def facts_digest(document: str) -> str:
+    return hashlib.sha256(document.encode("utf-8")).hexdigest()
+
+
+def read_facts(document: str) -> dict[str, Any]:
+    """Parse a stored facts document (bounded); IntegrityFailure when it is not one."""
+    if len(document) > MAX_FACTS_BYTES:
+        raise IntegrityFailure("the stored facts document is too large", hint="restore the database from backup")
+    try:
+        values = json.loads(document)
+    except ValueError:
+        values = None
+    if not isinstance(values, dict) or values.get("schema") != FACTS_SCHEMA:
+        raise IntegrityFailure(
+            "the stored facts are not an Aperture facts document", hint="restore the database from backup"
+        )
+    return values
+
+
+def _flat(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def facts_binding(signed: Mapping[str, Any], version: ModelVersion) -> str | None:
+    """Why the signed facts belong to another version, or None when they name this one."""
+    if all(signed.get(key) == value for key, value in zip(BINDING_FIELDS, _binding(version), strict=True)):
+        return None
+    other = f"{signed.get('model')}:{signed.get('version')}"
+    return f"the signed facts belong to version id {signed.get('version_id')} ({other}), not to {version.reference}"
+
+
+def _binding(version: ModelVersion) -> tuple[str, str, str]:
+    return version.model_name, version.version, version.id
+
+
+def compare_facts(signed: Mapping[str, Any], current: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(field, problem) for every fact the database holds differently from the signed document."""
+    ours, theirs = _flat(current), _flat(signed)
+    problems: list[tuple[str, str]] = []
+    for name in sorted(set(ours) | set(theirs)):
+        if name in BINDING_FIELDS or name == "schema":
+            continue
+        if ours.get(name) != theirs.get(name):
+            problems.append(
+                (name, f"{name} is {_shown(ours.get(name))} in the database, {_shown(theirs.get(name))} where signed")
+            )
+    return problems
+
+
+def compare_with_event(details: Mapping[str, Any], current: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(field, problem) for the facts a lower-tier registration event recorded that differ now."""
+    ours = _flat(current)
+    problems: list[tuple[str, str]] = []
+    for key, name in EVENT_FACT_FIELDS.items():
+        if key in details and details[key] != ours.get(name):
+            problems.append(
+                (name, f"{name} is {_shown(ours.get(name))} in the database, {_shown(details[key])} when registered")
+            )
+    return problems

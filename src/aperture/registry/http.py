@@ -65,6 +65,9 @@ class VersionOut(BaseModel):
     lineage: LineageOut
     manifest_digest: str = Field(description="model_signing subject digest over the file digests.")
     signing_key_id: str
+    facts_digest: str | None = Field(
+        description="SHA-256 of the signed facts (aperture-facts.json); null: registered before facts were signed."
+    )
     files: list[ArtifactFileOut]
 
 
@@ -83,6 +86,10 @@ class VerificationOut(BaseModel):
     bytes_checked: int
     manifest_digest: str
     signing_key_id: str
+    facts: str = Field(description="`signed`, or `unsigned` for a version registered before facts were signed.")
+    facts_digest: str | None
+    facts_event: int | None = Field(description="The log leaf whose record of the facts' digest was checked.")
+    notes: list[str]
 
 
 def _file_out(file: ArtifactFile) -> ArtifactFileOut:
@@ -118,6 +125,7 @@ def version_out(version: ModelVersion) -> VersionOut:
         ),
         manifest_digest=version.manifest_digest,
         signing_key_id=version.signing_key_id,
+        facts_digest=version.facts_digest,
         files=[_file_out(f) for f in version.files],
     )
 
@@ -150,6 +158,10 @@ def _verification_out(report: VerificationReport) -> VerificationOut:
         bytes_checked=report.bytes_checked,
         manifest_digest=report.manifest_digest,
         signing_key_id=report.signing_key_id,
+        facts=report.facts.value,
+        facts_digest=report.facts_digest,
+        facts_event=report.facts_event,
+        notes=list(report.notes),
     )
 
 
@@ -187,7 +199,7 @@ def build_router(services: Services) -> APIRouter:
     @router.post(
         "/models/{name}/versions/{version}/verify",
         response_model=VerificationOut,
-        summary="Check the signature and re-hash every stored file",
+        summary="Check the signature, its binding to the version, the signed facts, and re-hash every file",
     )
     def verify_version(name: str, version: str, caller: Caller = Depends(caller_of)) -> VerificationOut:
         require_authenticated(caller)

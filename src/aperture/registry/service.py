@@ -33,9 +33,11 @@ from aperture.core.ids import new_id
 from aperture.registry import store
 from aperture.registry.domain import (
     DEFAULT_LIMITS,
+    FACTS_FILE,
     SIGNATURE_IGNORE_PATHS,
     ArtifactFile,
     DerivedFacts,
+    FactsStatus,
     FileKind,
     HeaderLimits,
     Model,
@@ -48,6 +50,9 @@ from aperture.registry.domain import (
     check_relative_path,
     declare_facts,
     derive_facts,
+    fact_values,
+    facts_digest,
+    facts_document,
     manifest_entries,
     parse_model_config,
     parse_reference,
@@ -55,10 +60,12 @@ from aperture.registry.domain import (
     validate_name,
     validate_version,
 )
+from aperture.registry.integrity import FACTS_SIGNED, REGISTERED, FactsCheck, VersionIntegrity, describe
 from aperture.registry.sources import PlannedFile, plan_source, read_document, read_weights, sniff_pickle
 from aperture.vault.artifacts import StoredBlob
-from aperture.vault.domain import SIGNATURE_FILE, compare_manifest
-from aperture.vault.service import SealedBlob, VaultService
+from aperture.vault.cleanup import DEFAULT_GRACE_S, LeftoverKind
+from aperture.vault.domain import SIGNATURE_FILE
+from aperture.vault.service import GarbageReport, SealedBlob, VaultService
 
 BUNDLED_NAME = "smollm2-135m-instruct"
 BUNDLED_UPSTREAM = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -91,6 +98,10 @@ class VerificationReport:
     bytes_checked: int
     manifest_digest: str
     signing_key_id: str
+    facts: FactsStatus = FactsStatus.SIGNED
+    facts_digest: str | None = None
+    facts_event: int | None = None  # the log leaf whose digest of the signed facts was checked
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +132,7 @@ class RegistryService:
         self.access = access
         self.model_cache = model_cache
         self.limits = limits
+        self.integrity = VersionIntegrity(audit, access, vault)
 
     # --- reading --------------------------------------------------------------------------
 
@@ -236,7 +248,8 @@ class RegistryService:
         )
         with self.database.read() as connection:
             self._refuse_duplicate(connection, name, version)
-            self._base_version_id(connection, facts.lineage.registered_base)
+            base_id = self._base_version_id(connection, facts.lineage.registered_base)
+        facts = replace(facts, lineage=replace(facts.lineage, base_version_id=base_id))
         plan = plan_source(Path(path), self.limits)
         derived = self._inspect(plan.files)
         if progress is not None:
@@ -256,10 +269,8 @@ class RegistryService:
                 ArtifactFile(planned.relative, blob.size, blob.digest, planned.kind)
                 for planned, blob in zip(plan.files, digests, strict=True)
             )
-            entries = manifest_entries(files)
-            signed = self.vault.sign(f"{name}:{version}", entries, SIGNATURE_IGNORE_PATHS)
             now = self.clock.now()
-            record = ModelVersion(
+            draft = ModelVersion(
                 id=new_id(),
                 model_name=name,
                 version=version,
@@ -274,16 +285,18 @@ class RegistryService:
                 total_bytes=sum(f.size for f in files),
                 files=files,
                 facts=facts,
-                manifest_digest=signed.root_digest,
-                signing_key_id=signed.key_id,
-                signature=signed.bundle_json,
+                manifest_digest="",
+                signing_key_id="",
+                signature="",
             )
+            record = self._signed(draft, level, programme)
             with self.vault.committing(blobs):
                 try:
                     with self.database.transaction() as connection:
-                        self._record(connection, caller, record, blobs, plan.skipped, level, programme, canary)
+                        leaf = self._record(connection, caller, record, blobs, plan.skipped, level, programme, canary)
                         if sealed:
                             self.vault.reference_sealed(connection, _owner(record.id), sealed, record.registered_at)
+                    record = replace(record, facts_event=leaf)
                 except IntegrityError:
                     raise Conflict(
                         f"{name}:{version} was registered by someone else meanwhile",
@@ -298,6 +311,21 @@ class RegistryService:
             deduplicated_files=sum(1 for b in blobs if not b.created),
             skipped=plan.skipped,
             elapsed_s=time.perf_counter() - started,
+        )
+
+    def _signed(self, draft: ModelVersion, level: SecurityLevel | None, programme: str | None) -> ModelVersion:
+        """Sign the files and the facts document together: the facts name the version (model,
+        version, id), so the signature is bound to it; the document joins the manifest as
+        FACTS_FILE, which `model_signing verify` re-hashes like any other file of an export."""
+        document = facts_document(fact_values(draft, level, programme))
+        entries = sorted([*manifest_entries(draft.files), (FACTS_FILE, facts_digest(document))])
+        signed = self.vault.sign(draft.reference, entries, SIGNATURE_IGNORE_PATHS)
+        return replace(
+            draft,
+            manifest_digest=signed.root_digest,
+            signing_key_id=signed.key_id,
+            signature=signed.bundle_json,
+            signed_facts=document,
         )
 
     def _refuse_duplicate(self, connection: Connection, name: str, version: str) -> None:
@@ -346,7 +374,9 @@ class RegistryService:
         level: SecurityLevel = SecurityLevel.SL1,
         programme: str | None = None,
         canary: bool = False,
-    ) -> None:
+    ) -> int:
+        """Insert the version, its references, classification and events; the registration
+        event's leaf (it carries the digest of the signed facts)."""
         base_version_id = self._base_version_id(connection, record.facts.lineage.registered_base)
         model_id = store.model_id(connection, record.model_name)
         asset = version_asset(record.id)
@@ -374,19 +404,26 @@ class RegistryService:
             connection, caller, asset, label=record.reference, level=level, programme=programme, canary=canary
         )
         if hidden:
-            self.audit.append(
+            event = self.audit.append(
                 connection,
                 actor=caller.actor,
-                action="registry.version.registered",
+                action=REGISTERED,
                 resource=asset.audit_resource,
-                details={"level": str(level), "sealed": level.upper_tier},
+                details={
+                    "version_id": record.id,
+                    "level": str(level),
+                    "sealed": level.upper_tier,
+                    "facts_digest": record.facts_digest,
+                },
+                upper_tier=level.upper_tier,
             )
-            return
+            store.set_facts_event(connection, record.id, event.leaf_index)
+            return event.leaf_index
         facts = record.facts
-        self.audit.append(
+        event = self.audit.append(
             connection,
             actor=caller.actor,
-            action="registry.version.registered",
+            action=REGISTERED,
             resource=f"model:{record.reference}",
             details={
                 "version_id": record.id,
@@ -403,27 +440,28 @@ class RegistryService:
                 "base_external": facts.lineage.external,
                 "base_licence": facts.lineage.base_licence,
                 "training_flop": None if facts.training_flop is None else str(facts.training_flop),
+                "facts_digest": record.facts_digest,
                 "skipped": list(skipped),
             },
         )
+        store.set_facts_event(connection, record.id, event.leaf_index)
+        return event.leaf_index
 
     # --- checking -------------------------------------------------------------------------
 
     def verify_version(
         self, name: str, version: str, *, caller: Caller = SYSTEM, progress: ProgressSink | None = None
     ) -> VerificationReport:
-        """Check the signature and re-hash every stored file; IntegrityFailure names what is damaged."""
+        """Check the signature, its binding to this version, the recorded facts against the signed
+        facts and the registration event, and re-hash every stored file. IntegrityFailure names
+        every altered field (`details.fields`) or damaged file (`details.damaged`)."""
         authorize_verification(caller)
         record = self.get_version(name, version, caller)
-        sealed = self.vault.sealed_copies(_owner(record.id)) if self.is_sealed(record) else None
+        upper = self.is_sealed(record)
+        sealed = self.vault.sealed_copies(_owner(record.id)) if upper else None
         try:
-            signed = self.vault.verify_signature(record.signature)
-            problems = compare_manifest(signed, {f.path: f.sha256 for f in record.files})
-            if problems:
-                raise IntegrityFailure(
-                    f"{record.reference}: the signed manifest differs from the registry: " + "; ".join(problems[:5]),
-                    hint="the registry records were altered; restore the database from backup",
-                )
+            check = self.integrity.check(record)
+            _refuse_problems(record, check)
             if progress is not None:
                 progress.start(record.total_bytes, len(record.files))
             advance = progress.advance if progress else None
@@ -450,14 +488,25 @@ class RegistryService:
                 actor=caller.actor,
                 action="registry.version.verification_failed",
                 resource=self._log_name(record),
-                details={"version_id": record.id, "problem": failure.message[:1000]},
+                details={
+                    "version_id": record.id,
+                    "problem": failure.message[:1000],
+                    "fields": list(failure.details.get("fields", []))[:50],
+                },
+                upper_tier=upper,
             )
             raise
         self.audit.record(
             actor=caller.actor,
             action="registry.version.verified",
             resource=self._log_name(record),
-            details={"version_id": record.id, "manifest_digest": record.manifest_digest},
+            details={
+                "version_id": record.id,
+                "manifest_digest": record.manifest_digest,
+                "facts": check.status.value,
+                "facts_digest": record.facts_digest,
+            },
+            upper_tier=upper,
         )
         return VerificationReport(
             reference=record.reference,
@@ -465,7 +514,54 @@ class RegistryService:
             bytes_checked=record.total_bytes,
             manifest_digest=record.manifest_digest,
             signing_key_id=record.signing_key_id,
+            facts=check.status,
+            facts_digest=record.facts_digest,
+            facts_event=record.facts_event,
+            notes=check.notes,
         )
+
+    def sign_facts(self, caller: Caller, name: str, version: str) -> ModelVersion:
+        """Sign the facts of a version registered before facts were signed, after review.
+
+        Refused when its facts are already signed, when its record differs from what its
+        registration event logged, or when any check of `verify_version` fails: signing must not
+        launder an altered record. The new signature covers the same files plus the facts
+        document, so the manifest digest changes; the event keeps the previous one."""
+        self.access.require_instance(caller, Action.SIGN_FACTS)
+        record = self.get_version(name, version, caller)
+        if record.signed_facts is not None:
+            raise Conflict(
+                f"the facts of {record.reference} are already signed",
+                hint="signed facts are never re-signed; `aperture models verify` checks them",
+            )
+        self.verify_version(name, version, caller=caller)
+        level, programme = self.integrity.classification_of(record)
+        signed = self._signed(record, level, programme)
+        upper = self.is_sealed(record)
+        with self.database.transaction() as connection:
+            assert signed.signed_facts is not None
+            store.replace_signature(
+                connection,
+                record.id,
+                signature=signed.signature,
+                manifest_digest=signed.manifest_digest,
+                signed_facts=signed.signed_facts,
+            )
+            event = self.audit.append(
+                connection,
+                actor=caller.actor,
+                action=FACTS_SIGNED,
+                resource=self._log_name(record),
+                details={
+                    "version_id": record.id,
+                    "facts_digest": signed.facts_digest,
+                    "manifest_digest": signed.manifest_digest,
+                    "previous_manifest_digest": record.manifest_digest,
+                },
+                upper_tier=upper,
+            )
+            store.set_facts_event(connection, record.id, event.leaf_index)
+        return replace(signed, facts_event=event.leaf_index)
 
     # --- exporting ------------------------------------------------------------------------
 
@@ -515,6 +611,10 @@ class RegistryService:
             workers = max(1, min(self.vault.artifacts.workers, len(planned)))
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="aperture-export") as pool:
                 list(pool.map(copy, planned))
+            if record.signed_facts is not None:
+                facts_path = target / FACTS_FILE
+                written.append(facts_path)
+                facts_path.write_bytes(record.signed_facts.encode("utf-8"))
             signature_path = target / SIGNATURE_FILE
             written.append(signature_path)
             signature_path.write_text(record.signature, encoding="utf-8")
@@ -539,6 +639,50 @@ class RegistryService:
             signature_path=signature_path,
             bytes_written=record.total_bytes,
         )
+
+    # --- what interrupted registrations leave -----------------------------------------------
+
+    def collect_garbage(
+        self, caller: Caller, *, dry_run: bool = False, grace_s: float = DEFAULT_GRACE_S
+    ) -> GarbageReport:
+        """Remove what killed or failed store operations left: temporary files no live writer
+        holds, and blobs and sealed files nothing references (see `VaultService.collect_garbage`).
+
+        A blob any version lists is kept even without a reference row; and when an upper-tier
+        version lacks a sealed record for one of its files, the database is not trusted to say
+        which sealed files are garbage, and none is removed (`sealed_withheld` says why)."""
+        self.access.require_instance(caller, Action.COLLECT_GARBAGE)
+        with self.database.read() as connection:
+            keep = store.all_file_digests(connection)
+        withheld = self._incomplete_sealed_records()
+        report = self.vault.collect_garbage(keep, collect_sealed=withheld is None, grace_s=grace_s, dry_run=dry_run)
+        removed = report.removed
+        if removed:
+            self.audit.record(
+                actor=caller.actor,
+                action="registry.garbage_collected",
+                resource="registry",
+                details={
+                    kind.value: sum(1 for item in removed if item.kind is kind)
+                    for kind in (LeftoverKind.TEMPORARY, LeftoverKind.BLOB, LeftoverKind.SEALED)
+                }
+                | {"bytes": sum(item.size for item in removed)},
+            )
+        return replace(report, sealed_withheld=withheld)
+
+    def _incomplete_sealed_records(self) -> str | None:
+        owners = self.vault.sealed_owners()
+        with self.database.read() as connection:
+            ids = store.version_ids(connection)
+            files = store.file_digests_by_version(connection)
+        for (name, version), version_id in sorted(ids.items()):
+            found = self.access.lookup(version_asset(version_id))
+            if found is not None and not found.level.upper_tier:
+                continue
+            missing = files.get(version_id, set()) - owners.get(_owner(version_id), set())
+            if missing:
+                return f"{name}:{version} has no sealed record for {len(missing)} of its files"
+        return None
 
     # --- the bundled model ----------------------------------------------------------------
 
@@ -597,6 +741,19 @@ class RegistryService:
         if found is None:
             return None
         return Registration(found, False, 0, len(found.files), (), time.perf_counter() - started)
+
+
+def _refuse_problems(record: ModelVersion, check: FactsCheck) -> None:
+    if not check.problems:
+        return
+    raise IntegrityFailure(
+        f"{record.reference}: {describe(check.problems)}",
+        hint=(
+            "the registry's records of this version were altered or swapped with another version's after "
+            "registration: restore the database from backup (an export's aperture-facts.json shows what was signed)"
+        ),
+        details={"fields": check.fields, "problems": [message for _, message in check.problems]},
+    )
 
 
 def version_asset(version_id: str) -> AssetRef:

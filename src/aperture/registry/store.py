@@ -23,6 +23,7 @@ from sqlalchemy import (
 )
 
 from aperture.core.db import metadata
+from aperture.core.errors import Conflict
 from aperture.registry.domain import (
     SCHEMA_VERSION,
     ArtifactFile,
@@ -76,6 +77,10 @@ registry_versions = Table(
     Column("signing_key_id", String(64), nullable=False),
     Column("signature", Text, nullable=False),
     Column("schema_version", Integer, nullable=False),
+    # The signed facts document and the audit leaf that recorded its digest (NULL: registered
+    # before facts were signed, revision 0007).
+    Column("signed_facts", Text, nullable=True),
+    Column("facts_event", BigInteger, nullable=True),
     UniqueConstraint("model_id", "version"),
 )
 
@@ -153,6 +158,8 @@ def insert_version(
             signing_key_id=version.signing_key_id,
             signature=version.signature,
             schema_version=version.schema_version,
+            signed_facts=version.signed_facts,
+            facts_event=version.facts_event,
         )
     )
     connection.execute(
@@ -169,6 +176,41 @@ def insert_version(
             for file in version.files
         ],
     )
+
+
+def set_facts_event(connection: Connection, version_id: str, leaf_index: int) -> None:
+    """Record which audit leaf carries the digest of the version's signed facts."""
+    query = registry_versions.update().where(registry_versions.c.id == version_id)
+    connection.execute(query.values(facts_event=leaf_index))
+
+
+def replace_signature(
+    connection: Connection, version_id: str, *, signature: str, manifest_digest: str, signed_facts: str
+) -> None:
+    """A version registered before facts were signed gets its facts signed (after review)."""
+    query = registry_versions.update().where(
+        registry_versions.c.id == version_id, registry_versions.c.signed_facts.is_(None)
+    )
+    done = connection.execute(
+        query.values(signature=signature, manifest_digest=manifest_digest, signed_facts=signed_facts)
+    )
+    if done.rowcount != 1:
+        raise Conflict("the version's facts were signed meanwhile", hint="nothing to do; verify it")
+
+
+def file_digests_by_version(connection: Connection) -> dict[str, set[str]]:
+    """version id -> the SHA-256 of its files."""
+    found: dict[str, set[str]] = {}
+    query = select(registry_version_files.c.version_id, registry_version_files.c.sha256)
+    for version_id, digest in connection.execute(query).all():
+        found.setdefault(str(version_id), set()).add(str(digest))
+    return found
+
+
+def all_file_digests(connection: Connection) -> set[str]:
+    """The SHA-256 of every file of every version (both tiers)."""
+    query = select(registry_version_files.c.sha256).distinct()
+    return {str(digest) for digest in connection.execute(query).scalars()}
 
 
 def _version_query() -> Any:
@@ -202,7 +244,10 @@ def _version(row: RowMapping, files: list[ArtifactFile]) -> ModelVersion:
         description=row["description"],
         data_summary=row["data_summary"],
         lineage=Lineage(
-            base_model=row["base_model"], external=bool(row["base_external"]), base_licence=row["base_licence"]
+            base_model=row["base_model"],
+            external=bool(row["base_external"]),
+            base_licence=row["base_licence"],
+            base_version_id=row["base_version_id"],
         ),
     )
     return ModelVersion(
@@ -224,6 +269,8 @@ def _version(row: RowMapping, files: list[ArtifactFile]) -> ModelVersion:
         signing_key_id=row["signing_key_id"],
         signature=row["signature"],
         schema_version=int(row["schema_version"]),
+        signed_facts=row["signed_facts"],
+        facts_event=None if row["facts_event"] is None else int(row["facts_event"]),
     )
 
 

@@ -25,7 +25,6 @@ import hashlib
 import mmap
 import os
 import queue
-import secrets
 import stat
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -34,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aperture.core.errors import IntegrityFailure, InvalidInput, NotFound, UnsafeInput
+from aperture.vault.cleanup import blob_temp_name, hold
 from aperture.vault.domain import blob_relative_path
 
 Progress = Callable[[int], None]
@@ -393,12 +393,13 @@ class ArtifactStore:
 
     def _store_one(self, source: SourceFile, copier: _Copier, progress: Progress | None) -> StoredBlob:
         source_fd = open_source(source)
-        temp = self.temp_dir / f"{secrets.token_hex(8)}.part"
+        temp = self.temp_dir / blob_temp_name()
         temp_fd = -1
         try:
             with contextlib.suppress(OSError, AttributeError):
                 os.posix_fadvise(source_fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
             temp_fd, direct = open_new_file(temp, 0o600, direct=source.size >= copier.block_size)
+            hold(temp_fd)  # tells a clean-up that a live writer has it (see vault.cleanup)
             digest, read = copier.copy(source_fd, temp_fd, progress, direct=direct, size_hint=source.size)
             check_unchanged(source_fd, source, read)
             final = self.blob_path(digest)
@@ -488,10 +489,40 @@ class ArtifactStore:
             fsync_directory(parent)
 
     @contextlib.contextmanager
+    def staging_lock(self) -> Iterator[None]:
+        """Held (shared) by every store operation from its first file to its commit, so that a
+        garbage collection, which takes it exclusively, never sees a blob stored but not yet
+        referenced as garbage."""
+        fd = self._open_lock(".staging.lock")
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def no_staging(self) -> Iterator[bool]:
+        """The staging lock exclusively if nobody stages now: yields False (holding nothing) when
+        a store operation is in progress."""
+        fd = self._open_lock(".staging.lock")
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)
+
+    def _open_lock(self, name: str) -> int:
+        self.root.mkdir(parents=True, exist_ok=True)
+        return os.open(self.root / name, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+
+    @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         """An exclusive lock between processes sharing this store (taken to add or drop references)."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+        fd = self._open_lock(".lock")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield

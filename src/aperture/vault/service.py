@@ -30,6 +30,19 @@ from aperture.vault.artifacts import (
     open_new_file,
     open_source,
 )
+from aperture.vault.cleanup import (
+    DEFAULT_GRACE_S,
+    Kept,
+    Leftover,
+    LeftoverKind,
+    hold,
+    sealed_files,
+    sealed_temp_name,
+    size_of,
+    stored_blobs,
+    sweep,
+    temporary_files,
+)
 from aperture.vault.domain import SignedManifest, root_digest, verify_bundle
 from aperture.vault.keys import InstanceKeys, load_instance_keys
 from aperture.vault.sealed_files import require_digest, seal_file, unseal_digest, unseal_to
@@ -91,6 +104,19 @@ class SignedBundle:
     root_digest: str
 
 
+@dataclass(frozen=True, slots=True)
+class GarbageReport:
+    dry_run: bool
+    found: tuple[Leftover, ...]  # removed, or (dry run) what would be
+    kept: tuple[Kept, ...]  # temporary files left in place, with why
+    orphans_skipped: bool  # a store operation was in progress: unreferenced files were not looked at
+    sealed_withheld: str | None = None  # why unreferenced sealed files were not removed (None: they were)
+
+    @property
+    def removed(self) -> tuple[Leftover, ...]:
+        return tuple(item for item in self.found if item.removed)
+
+
 @dataclass
 class Staging:
     """Blobs a use case stored; if it fails, the ones nobody references are removed again."""
@@ -132,14 +158,66 @@ class VaultService:
     @contextlib.contextmanager
     def staging(self) -> Iterator[Staging]:
         """Store files inside this block; on an exception, blobs it created that no committed
-        record references are deleted (temporary files are always removed by the store)."""
+        record references are deleted (temporary files are always removed by the store).
+
+        The block holds the staging lock (shared), so a garbage collection never takes a blob it
+        stored before its commit; and it first removes the temporary files of writers that died
+        (a cheap sweep, see `sweep_temporary`)."""
+        self.sweep_temporary()
         staged = Staging()
+        with self.artifacts.staging_lock():
+            try:
+                yield staged
+            except BaseException:
+                self.discard_unreferenced([blob.digest for blob in staged.created])
+                self.discard_sealed(staged.sealed)
+                raise
+
+    # --- what interrupted writes leave ------------------------------------------------------
+
+    def sweep_temporary(
+        self, *, grace_s: float = DEFAULT_GRACE_S, dry_run: bool = False
+    ) -> tuple[list[Leftover], list[Kept]]:
+        """Remove the temporary files that no live writer holds: those of a writer that is no
+        longer running, or older than `grace_s` (see vault.cleanup). Never fails a caller: a file
+        that cannot be examined is kept and named."""
         try:
-            yield staged
-        except BaseException:
-            self.discard_unreferenced([blob.digest for blob in staged.created])
-            self.discard_sealed(staged.sealed)
-            raise
+            return sweep(temporary_files(self.artifacts.temp_dir, self.sealed_dir), grace_s=grace_s, dry_run=dry_run)
+        except OSError as error:
+            return [], [Kept(self.artifacts.root, f"cannot sweep: {error.strerror}")]
+
+    def collect_garbage(
+        self, keep_blobs: set[str], *, collect_sealed: bool = True, grace_s: float = DEFAULT_GRACE_S, dry_run: bool
+    ) -> GarbageReport:
+        """Temporary files no live writer holds, blobs no reference (nor `keep_blobs`) names and
+        sealed files no sealed record names: removed (or, dry, listed). Unreferenced files are
+        looked at only while no store operation is in progress (the staging lock, exclusively);
+        otherwise they are left for a later run and `orphans_skipped` says so."""
+        found, kept = self.sweep_temporary(grace_s=grace_s, dry_run=dry_run)
+        with self.artifacts.no_staging() as quiet:
+            if not quiet:
+                return GarbageReport(dry_run, tuple(found), tuple(kept), orphans_skipped=True)
+            with self.artifacts.lock():
+                with self.database.read() as connection:
+                    referenced = store.all_referenced(connection) | keep_blobs
+                    sealed_ids = store.all_sealed_ids(connection)
+                blobs = [(d, p) for d, p in stored_blobs(self.artifacts.root / "sha256") if d not in referenced]
+                sealed = [(a, p) for a, p in sealed_files(self.sealed_dir) if a not in sealed_ids]
+                if not collect_sealed:
+                    sealed = []
+                found += [Leftover(LeftoverKind.BLOB, p, size_of(p), not dry_run) for _, p in blobs]
+                found += [Leftover(LeftoverKind.SEALED, p, size_of(p), not dry_run) for _, p in sealed]
+                if not dry_run:
+                    self.artifacts.remove([digest for digest, _ in blobs])
+                    for _, path in sealed:
+                        with contextlib.suppress(FileNotFoundError):
+                            path.unlink()
+                    for parent in {path.parent for _, path in sealed}:
+                        fsync_directory(parent)
+                    if blobs:
+                        with self.database.transaction() as connection:
+                            store.forget_unreferenced(connection, [digest for digest, _ in blobs])
+        return GarbageReport(dry_run, tuple(found), tuple(kept), orphans_skipped=False)
 
     def store(
         self, staged: Staging, sources: Sequence[SourceFile], progress: Progress | None = None
@@ -368,12 +446,13 @@ class VaultService:
         artifact_id = new_artifact_id()
         final = self.sealed_path(artifact_id)
         final.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        temp = final.with_name(final.name + ".part")
+        temp = final.with_name(sealed_temp_name(artifact_id))
         source_fd = open_source(source)
         try:
             sealer = Sealer(keyring.public_key, artifact_id)
             out_fd, direct = open_new_file(temp, 0o600, direct=source.size > sealer.chunk)
             try:
+                hold(out_fd)
                 with contextlib.suppress(OSError, AttributeError):
                     os.posix_fadvise(source_fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
                 digest = seal_file(sealer, source_fd, out_fd, source, progress, direct=direct)
@@ -406,6 +485,11 @@ class VaultService:
             if blob.artifact_id not in keep:
                 with contextlib.suppress(FileNotFoundError):
                     self.sealed_path(blob.artifact_id).unlink()
+
+    def sealed_owners(self) -> dict[str, set[str]]:
+        """owner -> the plaintext digests it holds sealed copies of (for a completeness check)."""
+        with self.database.read() as connection:
+            return store.sealed_owners(connection)
 
     def sealed_copies(self, owner: str) -> dict[str, SealedBlobRow]:
         with self.database.read() as connection:
@@ -476,7 +560,7 @@ class VaultService:
         artifact_id = new_artifact_id()
         final = self.sealed_path(artifact_id)
         final.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        temp = final.with_name(final.name + ".part")
+        temp = final.with_name(sealed_temp_name(artifact_id))
         sealer = Sealer(keyring.public_key, artifact_id, CHUNK)
         count = sealer.chunk_count(size)
         digest = hashlib.sha256()
@@ -484,6 +568,7 @@ class VaultService:
         fill = counter = written = 0
         try:
             with temp.open("xb") as out:
+                hold(out.fileno())
                 out.write(sealer.header)
                 for piece in chunks:
                     view = memoryview(piece).cast("B")

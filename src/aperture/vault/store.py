@@ -81,6 +81,11 @@ def referenced(connection: Connection, digests: Iterable[str]) -> set[str]:
     return found
 
 
+def all_referenced(connection: Connection) -> set[str]:
+    """Every digest some owner references (all owners: versions, evidence, applications)."""
+    return {str(d) for d in connection.execute(select(vault_blob_refs.c.sha256).distinct()).scalars()}
+
+
 def forget_unreferenced(connection: Connection, digests: Iterable[str]) -> None:
     wanted = list(set(digests))
     for start in range(0, len(wanted), 500):
@@ -224,6 +229,18 @@ def sealed_for(connection: Connection, owner: str) -> dict[str, SealedBlobRow]:
         )
         for row in connection.execute(query).mappings()
     }
+
+
+def all_sealed_ids(connection: Connection) -> set[str]:
+    return {str(a) for a in connection.execute(select(vault_sealed_blobs.c.artifact_id)).scalars()}
+
+
+def sealed_owners(connection: Connection) -> dict[str, set[str]]:
+    """owner -> the plaintext digests it holds sealed copies of."""
+    owners: dict[str, set[str]] = {}
+    for owner, digest in connection.execute(select(vault_sealed_blobs.c.owner, vault_sealed_blobs.c.sha256)).all():
+        owners.setdefault(str(owner), set()).add(str(digest))
+    return owners
 
 
 def sealed_ids(connection: Connection, artifact_ids: Sequence[str]) -> set[str]:

@@ -49,6 +49,11 @@ def create_app(services: Services) -> FastAPI:
         from aperture.gateway.http import gateway_running
 
         task = None
+        # What a killed registration left: temporary files whose writer is gone (cheap; the
+        # unreferenced blobs are for `aperture models gc`, which checks the database).
+        swept, _kept = await asyncio.to_thread(services.vault.sweep_temporary)
+        if swept:
+            log.info("removed %d temporary file(s) left by interrupted writes", len(swept))
         interval = services.settings.tree_head_interval_s
         if interval > 0:
             task = asyncio.create_task(_issue_tree_heads(services, metrics, interval))
