@@ -55,7 +55,7 @@ class Sharing:
                 raise InvalidInput(f"{name!r} is not a registered principal", hint="`aperture access list`") from None
         label = tlp or current.tlp
         me = principal_of(caller)
-        if (current.tlp is Tlp.RED or label is Tlp.RED) and (me is None or me not in current.audience.principals):
+        if current.tlp is Tlp.RED and (me is None or me not in current.audience.principals):
             raise Conflict(
                 "only someone named on a TLP:RED item widens or relabels it",
                 hint="ask one of the principals named on it",
