@@ -5,6 +5,7 @@ is killed midway."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -60,10 +61,8 @@ def smtp() -> Iterator[tuple[Inbox, Controller]]:
     try:
         yield inbox, controller
     finally:
-        try:
+        with contextlib.suppress(AssertionError, RuntimeError):  # already stopped by the test
             controller.stop()
-        except (AssertionError, RuntimeError):
-            pass  # already stopped by the test
 
 
 @pytest.fixture
