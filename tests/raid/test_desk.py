@@ -58,7 +58,7 @@ def test_the_lifecycle_by_role(world: World) -> None:
     reopened = raid.desk.move(ana, item, Move.REOPEN, reason="new evidence")
     assert reopened.status is Status.INVESTIGATING and reopened.reason == "new evidence"
     kinds = [e.kind for e in raid.desk.timeline(ana, item)]
-    assert kinds[:2] == ["received", "incident.assessed"] and kinds.count("incident.moved") == 5
+    assert kinds[:2] == ["received", "assessed"] and kinds.count("moved") == 5
     moved = [e for e in world.services.audit.list_events(limit=500) if e.action == "raid.incident.moved"]
     assert [e.details["to"] for e in reversed(moved)] == [
         "triaged",
@@ -75,7 +75,7 @@ def test_the_assessment_runs_the_serious_incident_tests(world: World) -> None:
     serious_cyber(world, item)
     found = raid.desk.get(world.caller("ana"), item)
     assert found.severity is Severity.SERIOUS_INCIDENT and found.assessment.avid == ("S0502",)  # type: ignore[union-attr]
-    (assessed,) = [e for e in raid.desk.timeline(world.caller("ana"), item) if e.kind == "incident.assessed"]
+    (assessed,) = [e for e in raid.desk.timeline(world.caller("ana"), item) if e.kind == "assessed"]
     assert assessed.details["serious"] and assessed.details["reportable"]
     assert any("CoP Measure 9.3" in reason for reason in assessed.details["reasons"])  # type: ignore[union-attr]
     with pytest.raises(InvalidInput, match="AVID"):

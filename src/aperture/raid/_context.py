@@ -193,7 +193,7 @@ def record(
                 incident.id,
                 ctx.clock.now(),
                 actor,
-                timeline_kind or action.removeprefix("raid."),
+                timeline_kind or action.rsplit(".", 1)[-1],
                 details if timeline_details is None else timeline_details,
             )
         ],

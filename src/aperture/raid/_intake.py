@@ -127,7 +127,10 @@ class Intake:
     def record(self, caller: Caller, submission: Submission) -> Receipt:
         """A report the desk records itself (a call, a letter, the press)."""
         self.ctx.access.require_instance(caller, Action.RAID_TRIAGE)
-        return self._take(caller, submission, Source(SourceKind.DESK), Reporter(principal_of(caller), None))
+        me = principal_of(caller)
+        if submission.tlp is Tlp.RED and me is not None:  # whoever labels it RED stays in the exchange
+            submission = replace(submission, recipients=(*submission.recipients, me))
+        return self._take(caller, submission, Source(SourceKind.DESK), Reporter(None, None))
 
     def _organisation(self, name: str) -> str | None:
         try:
