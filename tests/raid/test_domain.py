@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from aperture.access.domain import Action
 from aperture.core.errors import Conflict, InvalidInput, TooLarge
 from aperture.raid import clocks
+from aperture.raid.checks import check_receipt, check_text, receipt_hash
 from aperture.raid.clocks import ClockName, Party
 from aperture.raid.domain import (
     MOVE_ACTIONS,
@@ -27,10 +28,7 @@ from aperture.raid.domain import (
     SourceKind,
     Status,
     check_intake,
-    check_receipt,
-    check_text,
     new_incident,
-    receipt_hash,
     transition,
 )
 from aperture.raid.serious import CausalLink, Harm, Limb, Regime, SeriousnessFacts, assess_seriousness

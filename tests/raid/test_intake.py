@@ -14,7 +14,8 @@ from sqlalchemy import func, select
 from aperture.access.domain import ANONYMOUS, SYSTEM, Caller, Role
 from aperture.core.errors import Forbidden, InvalidInput, NotFound, TooLarge, Unauthenticated, UnsafeInput
 from aperture.raid import store
-from aperture.raid.domain import Consent, SourceKind, Status, receipt_hash
+from aperture.raid.checks import receipt_hash
+from aperture.raid.domain import Consent, SourceKind, Status
 from aperture.raid.service import Attachment, Submission
 from aperture.raid.tlp import Tlp
 from tests.raid.world import World

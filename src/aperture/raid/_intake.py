@@ -16,9 +16,9 @@ from aperture.core.errors import InvalidInput, NotFound, TooLarge
 from aperture.core.ids import new_id
 from aperture.raid import store
 from aperture.raid._context import Context, check_id, principal_of, record, upper_tier, version_asset
+from aperture.raid.checks import RECEIPT_PREFIX, check_receipt, check_text, receipt_hash
 from aperture.raid.domain import (
     MAX_TEXT,
-    RECEIPT_PREFIX,
     Binding,
     BindingKind,
     Consent,
@@ -30,10 +30,7 @@ from aperture.raid.domain import (
     SourceKind,
     Status,
     TimelineEvent,
-    check_receipt,
-    check_text,
     new_incident,
-    receipt_hash,
 )
 from aperture.raid.sniff import display_name, sniff
 from aperture.raid.tlp import Audience, Tlp

@@ -19,7 +19,8 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from aperture.core.errors import Conflict, InvalidInput
-from aperture.raid.domain import MAX_NOTE, MAX_TEXT, MAX_TITLE, Consent, check_text
+from aperture.raid.checks import check_text
+from aperture.raid.domain import MAX_NOTE, MAX_TEXT, MAX_TITLE, Consent
 
 
 class EmbargoPolicy(StrEnum):

@@ -13,9 +13,6 @@ escapes them for its own format.
 
 from __future__ import annotations
 
-import hashlib
-import re
-import unicodedata
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
@@ -23,6 +20,7 @@ from typing import Any
 
 from aperture.access.domain import Action
 from aperture.core.errors import Conflict, InvalidInput, TooLarge
+from aperture.raid.checks import check_ref, check_text
 from aperture.raid.serious import CausalLink, Harm, Regime, SeriousnessFacts
 from aperture.raid.taxonomy import Sector, Severity
 from aperture.raid.tlp import Audience, Tlp
@@ -36,9 +34,6 @@ MAX_RECIPIENTS = 50
 MAX_CONTACT = 320
 MAX_SOURCE_ID = 200
 INTAKE_ASSESSOR = "intake"  # an assessment by this name is only the source's hint: triage needs a person's
-RECEIPT_PREFIX = "rct"
-RECEIPT_PATTERN = re.compile(r"^rct_[A-Za-z0-9_-]{43}$")
-REF_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,62}$")
 
 
 class SourceKind(StrEnum):
@@ -144,6 +139,23 @@ class Assessment:
 
     def seriousness_facts(self) -> SeriousnessFacts:
         return SeriousnessFacts(self.harms, self.causal_link, self.regimes)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "severity": self.severity.value,
+            "risk_domain": self.risk_domain.value if self.risk_domain else None,
+            "sector": self.sector.value if self.sector else None,
+            "member_state": self.member_state,
+            "dual_use": self.dual_use,
+            "avid": list(self.avid),
+            "determination": self.determination.value,
+            "harms": sorted(h.value for h in self.harms),
+            "causal_link": self.causal_link.value,
+            "regimes": sorted(r.value for r in self.regimes),
+            "provider_is_institution": self.provider_is_institution,
+            "by": self.by,
+            "at": None if self.at is None else self.at.isoformat(),
+        }
 
 
 # CoP Measure 9.2 report items (initial report: 1-7; final report: all 9) and NIS2 Art. 23(4) fields.
@@ -330,28 +342,6 @@ class TimelineEvent:
     details: dict[str, Any]
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-
-
-def check_text(value: str | None, name: str, limit: int, *, required: bool = True) -> str:
-    """Bounded, NUL- and control-free text, kept exactly as written otherwise (HTML stays text)."""
-    text = (value or "").strip()
-    if required and not text:
-        raise InvalidInput(f"the {name} is empty", hint=f"give a {name} (1-{limit} characters)")
-    if len(text) > limit:
-        raise TooLarge(f"the {name} has {len(text)} characters; at most {limit}", hint=f"shorten the {name}")
-    if _CONTROL.search(text):
-        raise InvalidInput(f"the {name} holds control characters", hint="send plain text (newlines and tabs are fine)")
-    return unicodedata.normalize("NFC", text)
-
-
-def check_ref(value: str, what: str) -> str:
-    ref = value.strip()
-    if not REF_PATTERN.fullmatch(ref):
-        raise InvalidInput(f"{value!r} is not a valid {what} reference", hint="ids are 1-63 letters, digits, ._:@/-")
-    return ref
-
-
 def check_bindings(bindings: tuple[Binding, ...]) -> tuple[Binding, ...]:
     if len(bindings) > MAX_BINDINGS:
         raise TooLarge(f"{len(bindings)} bindings; at most {MAX_BINDINGS}", hint="bind the main versions only")
@@ -476,15 +466,3 @@ def share(incident: Incident, tlp: Tlp, audience: Audience, now: datetime) -> In
     if tlp is Tlp.RED and not audience.principals:
         raise InvalidInput("a TLP:RED item needs named recipients", hint="--principal NAME")
     return replace(incident, tlp=tlp, audience=audience, updated_at=now)
-
-
-def receipt_hash(receipt: str) -> bytes:
-    """Only the hash of a receipt is kept; it has 256 bits of entropy, so SHA-256 suffices."""
-    return hashlib.sha256(receipt.encode("ascii")).digest()
-
-
-def check_receipt(receipt: str) -> str:
-    text = receipt.strip()
-    if not RECEIPT_PATTERN.fullmatch(text):
-        raise InvalidInput("that is not a report receipt", hint="use the rct_... receipt you were given")
-    return text

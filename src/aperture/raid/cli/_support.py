@@ -103,21 +103,7 @@ def incident_json(incident: Incident) -> dict[str, Any]:
             "organisations": sorted(incident.audience.organisations),
         },
         "bindings": [{"kind": b.kind.value, "ref": b.ref} for b in incident.bindings],
-        "assessment": None
-        if assessment is None
-        else {
-            "severity": assessment.severity.value,
-            "risk_domain": assessment.risk_domain.value if assessment.risk_domain else None,
-            "sector": assessment.sector.value if assessment.sector else None,
-            "member_state": assessment.member_state,
-            "dual_use": assessment.dual_use,
-            "avid": list(assessment.avid),
-            "determination": assessment.determination.value,
-            "harms": sorted(h.value for h in assessment.harms),
-            "causal_link": assessment.causal_link.value,
-            "regimes": sorted(r.value for r in assessment.regimes),
-            "provider_is_institution": assessment.provider_is_institution,
-        },
+        "assessment": None if assessment is None else assessment.as_dict(),
         "facts": dict(incident.facts.values),
         "assignee": incident.assignee,
         "merged_into": incident.merged_into,

@@ -50,23 +50,7 @@ def _iso(moment: datetime | None) -> str | None:
 
 
 def _assessment_dict(assessment: Assessment | None) -> dict[str, Any] | None:
-    if assessment is None:
-        return None
-    return {
-        "severity": assessment.severity.value,
-        "risk_domain": assessment.risk_domain.value if assessment.risk_domain else None,
-        "sector": assessment.sector.value if assessment.sector else None,
-        "member_state": assessment.member_state,
-        "dual_use": assessment.dual_use,
-        "avid": list(assessment.avid),
-        "determination": assessment.determination.value,
-        "harms": sorted(h.value for h in assessment.harms),
-        "causal_link": assessment.causal_link.value,
-        "regimes": sorted(r.value for r in assessment.regimes),
-        "provider_is_institution": assessment.provider_is_institution,
-        "by": assessment.by,
-        "at": _iso(assessment.at),
-    }
+    return None if assessment is None else assessment.as_dict()
 
 
 def _assessment(data: dict[str, Any] | None) -> Assessment | None:
