@@ -17,6 +17,9 @@ from aperture.core.errors import Conflict, NotInitialised
 from aperture.gateway.limits import Limiter, LocalLimiter, RedisLimiter
 from aperture.gateway.service import GatewayConfig, GatewayService
 from aperture.licensing.service import LicensingService, LicensingSettings, load_checklist
+from aperture.raid.config import RaidConfig, SmtpConfig
+from aperture.raid.disclosure import EmbargoPolicy, SharingPolicy
+from aperture.raid.service import RaidService
 from aperture.registry.service import RegistryService
 from aperture.release.reports import ReportPrinter
 from aperture.release.service import ReleaseService, board_rules
@@ -46,6 +49,7 @@ class Services:
     release: ReleaseService
     gateway: GatewayService
     licensing: LicensingService
+    raid: RaidService
     _keys: InstanceKeys | None = field(default=None, repr=False)
 
     @cached_property
@@ -143,6 +147,9 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
             licensees=licensing.licensees_in_force,
         ),
         licensing=licensing,
+        raid=RaidService(
+            database=database, audit=audit, clock=clock, access=access, registry=registry, config=raid_config(settings)
+        ),
     )
     return services
 
@@ -166,6 +173,37 @@ def gateway_config(settings: Settings) -> GatewayConfig:
         alert_blocks=settings.gateway_alert_blocks,
         alert_window_s=settings.gateway_alert_window_s,
         health_interval_s=settings.gateway_health_interval_s,
+    )
+
+
+def raid_config(settings: Settings) -> RaidConfig:
+    smtp = None
+    if settings.smtp_host:
+        smtp = SmtpConfig(
+            host=settings.smtp_host,
+            port=settings.smtp_port,
+            sender=settings.smtp_from,
+            starttls=settings.smtp_starttls,
+            username=settings.smtp_username,
+            password=settings.smtp_password,
+            timeout_s=settings.smtp_timeout_s,
+        )
+    return RaidConfig(
+        files_dir=settings.home / "raid" / "attachments",
+        max_attachment_bytes=settings.raid_max_attachment_bytes,
+        max_attachments=settings.raid_max_attachments,
+        embargo_policy=EmbargoPolicy(settings.raid_embargo_policy),
+        embargo_days=settings.raid_embargo_days,
+        sharing_policy=SharingPolicy(settings.raid_sharing_policy),
+        reminder_hours=settings.raid_reminder_hours,
+        publisher_name=settings.raid_publisher_name,
+        publisher_namespace=settings.raid_publisher_namespace,
+        max_batch=settings.raid_max_batch,
+        stix_max_bytes=settings.raid_stix_max_bytes,
+        outbox_max_attempts=settings.raid_outbox_max_attempts,
+        outbox_backoff_s=settings.raid_outbox_backoff_s,
+        outbox_lease_s=settings.raid_outbox_lease_s,
+        smtp=smtp,
     )
 
 

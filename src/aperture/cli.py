@@ -69,6 +69,7 @@ def _mount() -> None:
     from aperture.audit.cli import app as audit_app
     from aperture.gateway.cli import app as gateway_app
     from aperture.licensing.cli import app as licensing_app
+    from aperture.raid.cli import app as raid_app
     from aperture.registry.cli import app as models_app
     from aperture.release.cli import policy_app, release_app
     from aperture.risk.cli import app as assess_app
@@ -88,6 +89,7 @@ def _mount() -> None:
     gateway_app.callback(invoke_without_command=True)(run_gateway)
     app.add_typer(gateway_app, name="gateway")
     app.add_typer(licensing_app, name="licensing")
+    app.add_typer(raid_app, name="raid")
     app.command()(serve)
     app.command()(demo)
 

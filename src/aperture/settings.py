@@ -126,6 +126,57 @@ class Settings(BaseSettings):
         default=200, ge=0, le=100_000, description="Never-issued keys scored for a trace report's empirical null."
     )
 
+    raid_max_attachment_bytes: int = Field(
+        default=10 * 1024 * 1024, ge=1024, le=1024**3, description="Largest attachment a RAID report may carry."
+    )
+    raid_max_attachments: int = Field(default=5, ge=0, le=50, description="Most attachments one RAID report carries.")
+    raid_embargo_policy: Literal["cert-cc", "project-zero", "project-zero-itw", "days", "none"] = Field(
+        default="cert-cc",
+        description="Default embargo of a RAID advisory: CERT/CC 45 days, Project Zero 90+30, in-the-wild 7+30, "
+        "a fixed number of days, or none (publication only by a recorded decision).",
+    )
+    raid_embargo_days: int = Field(
+        default=45, ge=1, le=3650, description="Days of embargo when APERTURE_RAID_EMBARGO_POLICY is `days`."
+    )
+    raid_sharing_policy: Literal["consent", "legal-minimum"] = Field(
+        default="consent",
+        description="What RAID shares with regulators beyond what the law requires: as each reporter consented, "
+        "or never.",
+    )
+    raid_reminder_hours: int = Field(
+        default=24, ge=1, le=24 * 30, description="Hours before a reporter's own deadline that RAID reminds them."
+    )
+    raid_publisher_name: str = Field(
+        default="Aperture RAID desk", description="Publisher of RAID advisories (CSAF) and STIX exports."
+    )
+    raid_publisher_namespace: str = Field(
+        default="https://raid.aperture.invalid", description="The publisher's URL in CSAF advisories."
+    )
+    raid_max_batch: int = Field(
+        default=5000, ge=1, le=100_000, description="Most alerts one automatic RAID intake takes in one transaction."
+    )
+    raid_stix_max_bytes: int = Field(
+        default=16 * 1024 * 1024, ge=1024, description="Largest STIX bundle a partner may import."
+    )
+    raid_outbox_max_attempts: int = Field(
+        default=8, ge=1, le=100, description="SMTP attempts before an outbox message is given up (and audited)."
+    )
+    raid_outbox_backoff_s: float = Field(
+        default=30.0, gt=0, description="First retry delay of an outbox message; it doubles with each attempt."
+    )
+    raid_outbox_lease_s: float = Field(
+        default=300.0, gt=0, description="Seconds a sender holds the messages it claimed before another may take them."
+    )
+    smtp_host: str | None = Field(
+        default=None, description="SMTP server that delivers RAID's outbox; unset keeps messages waiting."
+    )
+    smtp_port: int = Field(default=25, ge=1, le=65535, description="SMTP server port.")
+    smtp_from: str = Field(default="raid@localhost", description="Sender address of RAID's messages.")
+    smtp_starttls: bool = Field(default=False, description="Upgrade the SMTP connection with STARTTLS.")
+    smtp_username: str | None = Field(default=None, description="SMTP login name, if the server needs one.")
+    smtp_password: str | None = Field(default=None, description="SMTP password, if the server needs one.")
+    smtp_timeout_s: float = Field(default=30.0, gt=0, description="Seconds an SMTP connection or command may take.")
+
     @field_validator("home", mode="after")
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:

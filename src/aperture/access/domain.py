@@ -354,6 +354,19 @@ class Action(StrEnum):
     # --- registry
     SIGN_FACTS = "sign_facts"  # sign the facts of a version registered before facts were signed
     COLLECT_GARBAGE = "collect_garbage"  # remove what interrupted writes left in the stores
+    # --- raid
+    RAID_DESK = "raid_desk"  # the desk's view (AMBER items, the queue, clocks) and its own reports
+    RAID_COMMUNITY = "raid_community"  # the TLP:GREEN community
+    RAID_REPORT = "raid_report"  # a partner reports as its organisation
+    RAID_INTAKE = "raid_intake"  # automatic intake of the platform's alerts, STIX bundle import
+    RAID_TRIAGE = "raid_triage"  # assess, assign, decline, merge, mark duplicate
+    RAID_INVESTIGATE = "raid_investigate"  # investigate, mitigate, resolve
+    RAID_CLOSE = "raid_close"  # close and reopen
+    RAID_ROUTE = "raid_route"  # routing, obligations, drafts, forwarding, reminders
+    RAID_SHARE = "raid_share"  # TLP labels and recipients
+    RAID_DISCLOSE = "raid_disclose"  # advisories, embargoes, telling affected parties, publication
+    RAID_PUBLISH_EARLY = "raid_publish_early"  # the recorded decision to publish before the embargo ends
+    RAID_MANAGE = "raid_manage"  # the routing table, contacts, the outbox
 
 
 WEIGHT_ACTIONS = (Action.DOWNLOAD, Action.EXPORT, Action.COPY_TO_HUB)
