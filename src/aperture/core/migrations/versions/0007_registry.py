@@ -3,7 +3,7 @@
 Versions registered before this revision keep NULL in both: `aperture models verify` reports their
 facts as unsigned, and `aperture models sign-facts NAME:VERSION` signs them after review.
 
-Revision ID: 0007_registry
+Revision ID: 0007
 Revises: 0006
 Create Date: 2026-12-03
 """
