@@ -19,11 +19,13 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
+import anyio
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.applications import Starlette
 from starlette.routing import Route
+from starlette.types import Send
 
 from aperture import __version__
 from aperture.access.domain import Caller
@@ -269,7 +271,7 @@ DONE = b"data: [DONE]\n\n"
 
 async def _stream(
     shape: _Shape, first: Event, events: AsyncGenerator[Event, None], include_usage: bool
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     try:
         if shape.kind == "chat":
             yield shape.chunk("", None, include_usage, first=True)
@@ -289,8 +291,44 @@ async def _stream(
     except ApertureError as error:  # after the headers: the error travels as an event
         body = openai_error(error.http_status, error.message, str(error.details.get("code") or error.code))
         yield b"data: " + json.dumps(body).encode() + b"\n\n"
-    finally:
-        await events.aclose()
+
+
+# How long closing an answer's events may take (the backend's connection, metering, the refund).
+CLOSE_BOUND_S = 10.0
+
+
+async def _close(*generators: AsyncGenerator[Any, None]) -> None:
+    """Close `generators` in order, in this task, even while it is being cancelled (Starlette
+    cancels through anyio, which cancels every later await of the task unless shielded), within
+    `CLOSE_BOUND_S`."""
+    with anyio.move_on_after(CLOSE_BOUND_S, shield=True):
+        for generator in generators:
+            await generator.aclose()
+
+
+class _EventStream(StreamingResponse):
+    """A Server-Sent Events answer that closes its events however the response ends.
+
+    Starlette cancels the task of a response whose client left and leaves its body unclosed; the
+    generation behind it (a remote backend's connection, metering, the limiter's refund) was then
+    closed only by the garbage collector, each generator in a task of its own, which failed with
+    "aclose(): asynchronous generator is already running" (logged at ERROR), while the backend
+    went on generating for nobody. Here the response's own task closes the body, then the events
+    (which the body never started when the client left before the first chunk).
+    """
+
+    def __init__(self, body: AsyncGenerator[bytes, None], events: AsyncGenerator[Event, None]) -> None:
+        super().__init__(
+            body, media_type="text/event-stream", headers={"cache-control": "no-cache", "x-accel-buffering": "no"}
+        )
+        self._body = body
+        self._events = events
+
+    async def stream_response(self, send: Send) -> None:
+        try:
+            await super().stream_response(send)
+        finally:
+            await _close(self._body, self._events)
 
 
 async def _unless_disconnected(request: Request, work: Coroutine[Any, Any, Any]) -> Any:
@@ -354,15 +392,11 @@ def openai_handlers(service: GatewayService, max_body_bytes: int) -> dict[str, H
         try:
             first = await anext(events)
         except BaseException:
-            await events.aclose()
+            await _close(events)
             raise
         if completion.stream:
             include_usage = bool(parsed.stream_options and parsed.stream_options.include_usage)
-            return StreamingResponse(
-                _stream(shape, first, events, include_usage),
-                media_type="text/event-stream",
-                headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
-            )
+            return _EventStream(_stream(shape, first, events, include_usage), events)
 
         async def collect() -> tuple[str, Event]:
             text, last = first.text, first
@@ -371,7 +405,7 @@ def openai_handlers(service: GatewayService, max_body_bytes: int) -> dict[str, H
                     last = await anext(events)
                     text += last.text
             finally:
-                await events.aclose()
+                await _close(events)
             return text, last
 
         if admitted.model.backend.kind is BackendKind.EMBEDDED and not first.done:

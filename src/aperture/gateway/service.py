@@ -11,12 +11,13 @@ process apply at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import io
 import logging
 import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -881,30 +882,35 @@ class GatewayService:
         prompt_tokens = admitted.prompt_tokens or 0
         completion_tokens = 0
         counted = blocked = failed = False
+        source = self._embedded(admitted) if model.backend.kind is BackendKind.EMBEDDED else self._remote(admitted)
         try:
-            source = self._embedded(admitted) if model.backend.kind is BackendKind.EMBEDDED else self._remote(admitted)
-            async for event in source:
-                candidate = text + event.text
-                if checks is not None and event.text:
-                    rule = checks.output.first_match(candidate)
-                    if rule is not None:
-                        completion_tokens = event.completion_tokens or self._count(model, candidate)
-                        counted = blocked = True
-                        await self._blocked(
-                            admitted.caller, model, Stage.OUTPUT, rule, candidate, prompt_tokens, completion_tokens
-                        )
-                        yield Event("", "content_filter", prompt_tokens, completion_tokens)
+            # Closed here whichever way this ends: the engine's row is freed, a remote backend's
+            # connection released (its server stops generating), before metering and the refund.
+            async with contextlib.aclosing(source):
+                async for event in source:
+                    candidate = text + event.text
+                    if checks is not None and event.text:
+                        rule = checks.output.first_match(candidate)
+                        if rule is not None:
+                            completion_tokens = event.completion_tokens or self._count(model, candidate)
+                            counted = blocked = True
+                            await self._blocked(
+                                admitted.caller, model, Stage.OUTPUT, rule, candidate, prompt_tokens, completion_tokens
+                            )
+                            yield Event("", "content_filter", prompt_tokens, completion_tokens)
+                            return
+                    text = candidate
+                    if event.done:
+                        prompt_tokens = event.prompt_tokens or prompt_tokens
+                        completion_tokens = event.completion_tokens
+                        counted = True
+                        if event.finish_reason == "error":
+                            raise EngineFailed(
+                                f"the model failed: {event.error}", hint="retry; report it if it persists"
+                            )
+                        yield replace(event, prompt_tokens=prompt_tokens)
                         return
-                text = candidate
-                if event.done:
-                    prompt_tokens = event.prompt_tokens or prompt_tokens
-                    completion_tokens = event.completion_tokens
-                    counted = True
-                    if event.finish_reason == "error":
-                        raise EngineFailed(f"the model failed: {event.error}", hint="retry; report it if it persists")
-                    yield replace(event, prompt_tokens=prompt_tokens)
-                    return
-                yield event
+                    yield event
         except ApertureError:
             failed = True  # the backend failed: what it never answered is not billed
             raise
@@ -938,7 +944,7 @@ class GatewayService:
         tokens = self._engines[model.id].tokens if model.id in self._engines else self._tokens.get(model.id)
         return tokens.count(text) if tokens is not None else 0
 
-    async def _embedded(self, admitted: Admitted) -> AsyncIterator[Event]:
+    async def _embedded(self, admitted: Admitted) -> AsyncGenerator[Event, None]:
         engine = await self._loaded_engine(admitted.model)
         assert admitted.prompt_ids is not None
         loop = asyncio.get_running_loop()
@@ -963,7 +969,7 @@ class GatewayService:
         finally:
             generation.cancel()  # the client left or the output was blocked: free the slot
 
-    async def _remote(self, admitted: Admitted) -> AsyncIterator[Event]:
+    async def _remote(self, admitted: Admitted) -> AsyncGenerator[Event, None]:
         model = admitted.model
         backend = model.backend
         assert backend.url is not None and backend.remote_model is not None
@@ -995,16 +1001,17 @@ class GatewayService:
         text = ""
         finish = "stop"
         usage: dict[str, Any] = {}
-        async for chunk in remote.stream(path, body):
-            if chunk.get("usage"):
-                usage = chunk["usage"]
-            for choice in chunk.get("choices") or []:
-                delta = piece(choice)
-                if delta:
-                    text += delta
-                    yield Event(delta)
-                if choice.get("finish_reason"):
-                    finish = str(choice["finish_reason"])
+        async with contextlib.aclosing(remote.stream(path, body)) as chunks:  # released as soon as this ends
+            async for chunk in chunks:
+                if chunk.get("usage"):
+                    usage = chunk["usage"]
+                for choice in chunk.get("choices") or []:
+                    delta = piece(choice)
+                    if delta:
+                        text += delta
+                        yield Event(delta)
+                    if choice.get("finish_reason"):
+                        finish = str(choice["finish_reason"])
         yield Event(
             "",
             finish,
