@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import anyio
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.applications import Starlette
 from starlette.routing import Route
 from starlette.types import Send
@@ -40,11 +40,20 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("aperture.gateway.http")
 
-# --- request bodies (OpenAI's fields; unknown fields are ignored, known ones must have their type)
+# --- request bodies (OpenAI's fields; unknown fields are ignored, known ones must have their type
+# and their range, checked here before anything reaches the engine, torch or a remote server)
+
+# A seed is a 64-bit signed integer: what torch's generator takes and what vLLM accepts.
+SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1
+MAX_STOPS = 4
+MAX_STOP_CHARS = 256
+MAX_BIASED_TOKENS = 300  # OpenAI's own bound on logit_bias
+MAX_TOKEN_ID = 2**31 - 1
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="ignore", strict=True)
+    # NaN and infinities are not numbers a request may carry (JSON has neither; parsers accept both).
+    model_config = ConfigDict(extra="ignore", strict=True, allow_inf_nan=False)
 
 
 class TextPart(_Body):
@@ -67,26 +76,64 @@ class StreamOptions(_Body):
 
 class _Sampling(_Body):
     model: str = Field(min_length=1, max_length=300)
-    max_tokens: int | None = Field(None, ge=1)
-    temperature: float = Field(1.0, ge=0, le=2)
+    max_tokens: int | None = Field(None, ge=1, le=MAX_TOKEN_ID)
+    temperature: float = Field(1.0, ge=0, le=2, description="0 (or below 1e-5) is greedy")
     top_p: float = Field(1.0, gt=0, le=1)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=SEED_MIN, le=SEED_MAX, description="a 64-bit signed integer")
     n: int = Field(1, ge=1, le=1, description="only 1 is supported")
+    presence_penalty: float = Field(0.0, ge=-2, le=2)
+    frequency_penalty: float = Field(0.0, ge=-2, le=2)
+    logit_bias: dict[str, float] | None = Field(
+        None, max_length=MAX_BIASED_TOKENS, description="token id (a decimal string) -> bias from -100 to 100"
+    )
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = Field(None, max_length=256)
 
+    @field_validator("logit_bias")
+    @classmethod
+    def _token_ids_and_biases(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        for key, bias in (value or {}).items():
+            if not (key.isascii() and key.isdigit() and len(key) <= 10 and int(key) <= MAX_TOKEN_ID):
+                raise ValueError(f"keys are token ids (0 to {MAX_TOKEN_ID}), not {key[:20]!r}")
+            if not -100 <= bias <= 100:
+                raise ValueError(f"the bias of token {key} is {bias}: biases run from -100 to 100")
+        return value
+
     def stops(self) -> tuple[str, ...]:
         stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
-        if len(stops) > 4 or any(not s for s in stops):
-            raise InvalidInput("stop takes at most 4 non-empty strings", details={"param": "stop"})
+        if len(stops) > MAX_STOPS or any(not s or len(s) > MAX_STOP_CHARS for s in stops):
+            raise InvalidInput(
+                f"stop takes at most {MAX_STOPS} non-empty strings of at most {MAX_STOP_CHARS} characters",
+                hint="shorten or drop stop strings",
+                details={"param": "stop"},
+            )
         return tuple(stops)
+
+    def biases(self) -> tuple[tuple[int, float], ...]:
+        return tuple((int(key), float(bias)) for key, bias in (self.logit_bias or {}).items())
+
+    def sampling_fields(self) -> dict[str, Any]:
+        """What a remote server is sent besides the prompt (defaults left out)."""
+        fields: dict[str, Any] = {"temperature": self.temperature, "top_p": self.top_p}
+        stops = self.stops()
+        if stops:
+            fields["stop"] = list(stops)
+        if self.seed is not None:
+            fields["seed"] = self.seed
+        if self.presence_penalty:
+            fields["presence_penalty"] = self.presence_penalty
+        if self.frequency_penalty:
+            fields["frequency_penalty"] = self.frequency_penalty
+        if self.logit_bias:
+            fields["logit_bias"] = dict(self.logit_bias)
+        return fields
 
 
 class ChatBody(_Sampling):
     messages: list[Message] = Field(min_length=1, max_length=1000)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKEN_ID)
 
 
 class CompletionBody(_Sampling):
@@ -144,16 +191,6 @@ def _parse(model: type[ChatBody] | type[CompletionBody], body: bytes) -> Any:
 
 def chat_request(body: ChatBody) -> CompletionRequest:
     messages = tuple({"role": m.role, "content": m.text()} for m in body.messages)
-    stops = body.stops()
-    forward: dict[str, Any] = {
-        "messages": list(messages),
-        "temperature": body.temperature,
-        "top_p": body.top_p,
-    }
-    if stops:
-        forward["stop"] = list(stops)
-    if body.seed is not None:
-        forward["seed"] = body.seed
     return CompletionRequest(
         "chat",
         body.model,
@@ -161,10 +198,13 @@ def chat_request(body: ChatBody) -> CompletionRequest:
         max_tokens=body.max_completion_tokens or body.max_tokens,
         temperature=body.temperature,
         top_p=body.top_p,
-        stop=stops,
+        stop=body.stops(),
         seed=body.seed,
+        presence_penalty=body.presence_penalty,
+        frequency_penalty=body.frequency_penalty,
+        logit_bias=body.biases(),
         stream=body.stream,
-        forward=forward,
+        forward={"messages": list(messages), **body.sampling_fields()},
     )
 
 
@@ -172,12 +212,6 @@ def text_request(body: CompletionBody) -> CompletionRequest:
     if body.echo or body.logprobs:
         raise InvalidInput("echo and logprobs are not supported", details={"param": "echo"})
     prompt = body.text()
-    stops = body.stops()
-    forward: dict[str, Any] = {"prompt": prompt, "temperature": body.temperature, "top_p": body.top_p}
-    if stops:
-        forward["stop"] = list(stops)
-    if body.seed is not None:
-        forward["seed"] = body.seed
     return CompletionRequest(
         "text",
         body.model,
@@ -185,10 +219,13 @@ def text_request(body: CompletionBody) -> CompletionRequest:
         max_tokens=body.max_tokens,
         temperature=body.temperature,
         top_p=body.top_p,
-        stop=stops,
+        stop=body.stops(),
         seed=body.seed,
+        presence_penalty=body.presence_penalty,
+        frequency_penalty=body.frequency_penalty,
+        logit_bias=body.biases(),
         stream=body.stream,
-        forward=forward,
+        forward={"prompt": prompt, **body.sampling_fields()},
     )
 
 

@@ -156,6 +156,9 @@ class CompletionRequest:
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias)
     stream: bool = False
     forward: dict[str, Any] = field(default_factory=dict)  # the fields a remote server is sent
 
@@ -772,8 +775,18 @@ class GatewayService:
         if model.backend.kind is BackendKind.EMBEDDED:
             engine = await self._loaded_engine(model)
             tokens: Tokens | None = engine.tokens
+            vocabulary: int | None = engine.vocab_size
         else:
             tokens = self._tokens[model.id] if model.id in self._tokens else await asyncio.to_thread(self.tokens, model)
+            vocabulary = tokens.vocab_size if tokens is not None else None  # else the server checks
+        if request.logit_bias and vocabulary is not None:
+            beyond = [token for token, _ in request.logit_bias if token >= vocabulary]
+            if beyond:
+                raise InvalidInput(
+                    f"logit_bias names token {beyond[0]}; the model's token ids run from 0 to {vocabulary - 1}",
+                    hint="take token ids from the model's own tokenizer",
+                    details={"param": "logit_bias"},
+                )
         if tokens is not None:
             text = tokens.chat_prompt(request.messages) if request.kind == "chat" else request.prompt
             prompt_ids = tokens.encode(text, special=request.kind == "text")
@@ -956,7 +969,16 @@ class GatewayService:
 
         generation = Generation(
             admitted.prompt_ids,
-            Sampling(admitted.max_new_tokens, request.temperature, request.top_p, request.seed, request.stop),
+            Sampling(
+                admitted.max_new_tokens,
+                request.temperature,
+                request.top_p,
+                request.seed,
+                request.stop,
+                request.presence_penalty,
+                request.frequency_penalty,
+                request.logit_bias,
+            ),
             emit,
         )
         engine.submit(generation)
