@@ -219,3 +219,33 @@ def test_a_stream_closed_early_on_a_remote_backend_ends_cleanly(
     gc.collect()
     assert httpx.get(f"{served}/v1/models", headers={"Authorization": f"Bearer {world.key}"}).status_code == 200
     assert [record.getMessage() for record in logged_errors] == []
+
+
+def test_sampling_fields_are_forwarded_as_checked(world: World, served: str) -> None:
+    app = create_backend()
+    with running_server(app) as url:
+        world.services.gateway.bind(
+            SYSTEM, world.model, BackendKind.REMOTE, url=f"{url}/v1", remote_model="backend-model", timeout_s=5
+        )
+        api = _api(world, served)
+        api.chat.completions.create(
+            model=world.model,
+            messages=[{"role": "user", "content": "Hi"}],
+            temperature=0.5,
+            seed=-3,
+            presence_penalty=0.5,
+            frequency_penalty=-1,
+            logit_bias={"42": 5},
+            stop=["x"],
+        )
+        api.chat.completions.create(model=world.model, messages=[{"role": "user", "content": "Hi"}])
+    sent, plain = list(app.state.calls)
+    assert {k: sent[k] for k in ("temperature", "seed", "presence_penalty", "frequency_penalty", "logit_bias")} == {
+        "temperature": 0.5,
+        "seed": -3,
+        "presence_penalty": 0.5,
+        "frequency_penalty": -1,
+        "logit_bias": {"42": 5},
+    }
+    assert sent["stop"] == ["x"] and sent["model"] == "backend-model"
+    assert not {"presence_penalty", "frequency_penalty", "logit_bias", "seed", "stop"} & set(plain)
