@@ -328,6 +328,9 @@ async def _stream(
     except ApertureError as error:  # after the headers: the error travels as an event
         body = openai_error(error.http_status, error.message, str(error.details.get("code") or error.code))
         yield b"data: " + json.dumps(body).encode() + b"\n\n"
+    finally:
+        # Before the response ends: its usage is in the write-ahead log when the client sees the end.
+        await events.aclose()
 
 
 # How long closing an answer's events may take (the backend's connection, metering, the refund).
@@ -350,8 +353,9 @@ class _EventStream(StreamingResponse):
     generation behind it (a remote backend's connection, metering, the limiter's refund) was then
     closed only by the garbage collector, each generator in a task of its own, which failed with
     "aclose(): asynchronous generator is already running" (logged at ERROR), while the backend
-    went on generating for nobody. Here the response's own task closes the body, then the events
-    (which the body never started when the client left before the first chunk).
+    went on generating for nobody. Here the response's own task closes the body (whose end closes
+    the events, before the last chunk when it runs to its end), then the events (which the body
+    never started when the client left before the first chunk).
     """
 
     def __init__(self, body: AsyncGenerator[bytes, None], events: AsyncGenerator[Event, None]) -> None:
