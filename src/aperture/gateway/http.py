@@ -470,14 +470,14 @@ def openai_handlers(service: GatewayService, max_body_bytes: int) -> dict[str, H
         caller = service.authenticate(bearer_token(request))
         data = [
             {"id": m.id, "object": "model", "created": m.created, "owned_by": "aperture"}
-            for m in service.models_for(caller)
+            for m in await service.models_for(caller)
         ]
         return JSONResponse({"object": "list", "data": data})
 
     @_openai_errors
     async def get_model(request: Request) -> Response:
         caller = service.authenticate(bearer_token(request))
-        found = service.resolve(caller, request.path_params["model_id"])
+        found = await service.resolve(caller, request.path_params["model_id"])
         return JSONResponse({"id": found.id, "object": "model", "created": found.created, "owned_by": "aperture"})
 
     @_openai_errors

@@ -3,9 +3,9 @@ path of one request: who may call what, limits, the safety layer, the backend, m
 
 The one decision "may this organisation call this model version" is `GatewayService.may_call`;
 listing and calling both go through it, and a version it refuses reads exactly like one that
-does not exist (404). Hot-path state (keys, bindings, tiers, grants, limits, prices, policies) is
-read from the database into a snapshot trusted for `cache_s` seconds; changes made through this
-process apply at once.
+does not exist (404). Hot-path state (bindings, tiers, grants, limits, prices, policies) is read
+from the database into a snapshot that is never served older than `cache_s` seconds
+(`gateway.freshness`); changes made through this process apply at once.
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ from aperture.gateway.domain import (
     tier_allows,
 )
 from aperture.gateway.engine import BatchingEngine, Event, Generation, Sampling, Tokens
+from aperture.gateway.freshness import Fresh, StateUnavailable
 from aperture.gateway.limits import Limiter, Quota
 from aperture.gateway.metering import Meter
 from aperture.gateway.safety import Classifier, build_classifier, parse_classifier
@@ -103,6 +104,7 @@ class ContentBlocked(ApertureError):
 @dataclass(frozen=True)
 class GatewayConfig:
     cache_s: float = 1.0
+    refresh_wait_s: float = 5.0
     max_body_bytes: int = 1024 * 1024
     max_tokens: int = 2048
     default_max_tokens: int = 256
@@ -136,7 +138,6 @@ class Checks:
 
 @dataclass
 class Snapshot:
-    loaded_at: float
     models: dict[str, ServedModel]
     limits: dict[tuple[ScopeKind, str], Limits]
     prices: dict[str, Price]
@@ -182,6 +183,7 @@ class Admitted:
     charges: list[tuple[Bucket, float]]
     quotas: list[Quota]
     reserved: int
+    checks: Checks | None = None  # the output checks of the snapshot it was admitted under
     started: float = field(default_factory=time.monotonic)
 
 
@@ -227,10 +229,12 @@ class GatewayService:
             clock,
             interval_s=self.config.meter_interval_s,
         )
-        self._lock = threading.Lock()
-        self._snapshot: Snapshot | None = None
-        self._generation = 0
-        self._refreshing = False
+        self._snapshots: Fresh[Snapshot] = Fresh(
+            self._load_snapshot,
+            max_age_s=self.config.cache_s,
+            wait_s=self.config.refresh_wait_s,
+            what="bindings, grants and limits",
+        )
         self._keys: dict[str, tuple[GatewayKey, bytes, float]] = {}
         self._engines: dict[str, BatchingEngine] = {}
         self._tokens: dict[str, Tokens | None] = {}
@@ -259,35 +263,21 @@ class GatewayService:
     # --- the snapshot of hot-path state -------------------------------------------------------
 
     def invalidate(self) -> None:
-        with self._lock:
-            self._snapshot = None
-            self._generation += 1
-            self._keys.clear()
+        """A change made through this process: the next request waits for a fresh snapshot."""
+        self._snapshots.invalidate()
+        self._keys.clear()
 
     def snapshot(self) -> Snapshot:
-        """The hot-path state. A stale snapshot is refreshed by a background thread while requests
-        go on with it (no request waits on the database); a missing one is loaded at once."""
-        current = self._snapshot
-        if current is None:
-            with self._lock:
-                if self._snapshot is None:
-                    self._snapshot = self._load_snapshot()
-                return self._snapshot
-        if time.monotonic() - current.loaded_at >= self.config.cache_s and not self._refreshing:
-            self._refreshing = True
-            threading.Thread(target=self._refresh, args=(self._generation,), daemon=True).start()
-        return current
+        """The hot-path state for callers off the event loop (the meter, the CLI, pages): read
+        again in this thread when older than `cache_s`."""
+        return self._snapshots.get_blocking()
 
-    def _refresh(self, generation: int) -> None:
-        try:
-            fresh = self._load_snapshot()
-            with self._lock:
-                if generation == self._generation and self._snapshot is not None:
-                    self._snapshot = fresh
-        except Exception:  # the database is away: keep serving from what we have
-            log.exception("could not refresh the gateway's snapshot")
-        finally:
-            self._refreshing = False
+    async def current(self) -> Snapshot:
+        """The hot-path state for a request: never older than `cache_s` seconds. When it is (after
+        an idle period), the request waits for a fresh read, at most `refresh_wait_s`, and fails
+        closed with a 503 if the database cannot be read. Refreshed in the background past half its
+        age, so that under steady traffic no request waits."""
+        return await self._snapshots.get()
 
     def warm(self) -> None:
         """Load every bound version's engine or tokenizer before traffic arrives."""
@@ -329,7 +319,7 @@ class GatewayService:
             model: Checks(policy, CompiledRules.of(policy.input), CompiledRules.of(policy.output))
             for model, policy in policies.items()
         }
-        return Snapshot(time.monotonic(), models, limits, prices, checks)
+        return Snapshot(models, limits, prices, checks)
 
     # --- who may call what ------------------------------------------------------------------
 
@@ -339,11 +329,15 @@ class GatewayService:
         licence in force or an explicit grant to the organisation, secured ones an explicit grant."""
         return tier_allows(model.tier, caller.organisation in model.granted)
 
-    def models_for(self, caller: GatewayCaller) -> list[ServedModel]:
-        return [m for m in self.snapshot().models.values() if self.may_call(caller, m)]
+    async def models_for(self, caller: GatewayCaller) -> list[ServedModel]:
+        snapshot = await self.current()
+        return [m for m in snapshot.models.values() if self.may_call(caller, m)]
 
-    def resolve(self, caller: GatewayCaller, model_id: str) -> ServedModel:
-        found = self.snapshot().models.get(model_id)
+    async def resolve(self, caller: GatewayCaller, model_id: str) -> ServedModel:
+        return self._resolve(await self.current(), caller, model_id)
+
+    def _resolve(self, snapshot: Snapshot, caller: GatewayCaller, model_id: str) -> ServedModel:
+        found = snapshot.models.get(model_id)
         if found is None or not self.may_call(caller, found):
             raise NotFound(
                 f"the model {model_id!r} does not exist or you do not have access to it",
@@ -364,8 +358,15 @@ class GatewayService:
             raise Unauthenticated("the API key is malformed", hint="gateway keys look like gwk_<id>_<secret>")
         cached = self._keys.get(key_id)
         if cached is None or time.monotonic() - cached[2] >= self.config.cache_s:
-            with self.database.read() as connection:
-                found = store.load_key(connection, key_id)
+            try:
+                with self.database.read() as connection:
+                    found = store.load_key(connection, key_id)
+            except Exception as error:  # fail closed: a key that cannot be checked is not trusted
+                log.warning("could not read gateway key %s: %s", key_id, error)
+                raise StateUnavailable(
+                    f"the gateway could not check the API key ({type(error).__name__})",
+                    hint="retry shortly; the gateway's database is unreachable",
+                ) from None
             if found is None:
                 raise Unauthenticated(
                     "the API key is not known", hint="ask your organisation's administrator for a key"
@@ -758,8 +759,8 @@ class GatewayService:
 
     async def admit(self, caller: GatewayCaller, request: CompletionRequest) -> Admitted:
         """Resolve the model, bound the tokens, check the input, take from the limits."""
-        model = self.resolve(caller, request.model)
-        snapshot = self.snapshot()
+        snapshot = await self.current()
+        model = self._resolve(snapshot, caller, request.model)
         key_limits = snapshot.limits.get((ScopeKind.KEY, caller.key_id), UNLIMITED)
         org_limits = snapshot.limits.get((ScopeKind.ORGANISATION, caller.organisation), UNLIMITED)
         cap = min([self.config.max_tokens] + [lim.max_tokens for lim in (key_limits, org_limits) if lim.max_tokens])
@@ -855,6 +856,7 @@ class GatewayService:
             charges,
             quotas,
             reserve,
+            checks,
         )
 
     def _month_seed(self, kind: ScopeKind, scope: str, month: str) -> Any:
@@ -890,7 +892,7 @@ class GatewayService:
         run on the text so far before each piece is passed on; metering and settling the limits
         happen whatever way the generation ends (finished, blocked, failed, or the client gone)."""
         model = admitted.model
-        checks = self.snapshot().checks.get(model.id)
+        checks = admitted.checks
         text = ""
         prompt_tokens = admitted.prompt_tokens or 0
         completion_tokens = 0
