@@ -51,17 +51,33 @@ def _settled(holder: Fresh[int]) -> None:
         future.result(timeout=60)
 
 
-def test_a_young_value_is_served_as_it_is_and_refreshed_past_half_its_age() -> None:
+def test_a_young_value_is_served_as_it_is_and_read_again_near_the_end_of_its_age() -> None:
     source, clock = Source(), Clock()
     holder = fresh(source, clock)
     assert holder.get_blocking() == 1 and holder.reads == 1
     source.value = 2
-    clock.now += 0.4
+    clock.now += 0.7
     assert holder.peek() == 1 and holder.reads == 1  # young: nothing read
-    clock.now += 0.2
-    assert holder.peek() == 1 and holder.reads == 2  # past half its age: served, read again behind
+    clock.now += 0.1
+    assert holder.peek() == 1 and holder.reads == 2  # its last quarter: served, read again behind
     _settled(holder)
     assert holder.peek() == 2
+
+
+def test_a_slow_read_is_begun_earlier() -> None:
+    clock = Clock()
+
+    def slow() -> int:
+        clock.now += 0.3  # the read takes 0.3 s: the next one begins 0.6 s before the end of the age
+        return 1
+
+    holder: Fresh[int] = Fresh(slow, max_age_s=1.0, wait_s=5.0, what="test state", monotonic=clock)
+    assert holder.get_blocking() == 1 and holder.reads == 1  # began at 100.0, done at 100.3
+    clock.now += 0.05
+    assert holder.peek() == 1 and holder.reads == 1  # 0.35 s old: not yet
+    clock.now += 0.1
+    assert holder.peek() == 1 and holder.reads == 2  # 0.45 s old, past 1 - 2 x 0.3: read again
+    _settled(holder)
 
 
 def test_a_value_older_than_its_age_is_never_served() -> None:
@@ -88,7 +104,7 @@ def test_a_read_begun_before_an_invalidation_is_not_served() -> None:
     source, clock = Source(), Clock()
     holder = fresh(source, clock)
     assert holder.get_blocking() == 1
-    clock.now += 0.6
+    clock.now += 0.8
     source.gate.clear()
     source.began.clear()
     assert holder.peek() == 1  # a background read begins, and is held
