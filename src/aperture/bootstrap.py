@@ -164,6 +164,7 @@ def _limiter(settings: Settings) -> Limiter:
 def gateway_config(settings: Settings) -> GatewayConfig:
     return GatewayConfig(
         cache_s=settings.gateway_cache_s,
+        refresh_wait_s=settings.gateway_refresh_wait_s,
         max_body_bytes=settings.gateway_max_body_bytes,
         max_tokens=settings.gateway_max_tokens,
         default_max_tokens=settings.gateway_default_max_tokens,

@@ -104,7 +104,15 @@ class Settings(BaseSettings):
     gateway_cache_s: float = Field(
         default=1.0,
         ge=0,
-        description="Seconds a gateway replica trusts its cached keys, bindings, grants, limits, prices and policies.",
+        description="Seconds a gateway replica trusts its cached keys, bindings, grants, limits, prices and policies; "
+        "a request never admits on state read longer ago.",
+    )
+    gateway_refresh_wait_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        description="Seconds a gateway request waits for its state to be read again when it is older than "
+        "gateway_cache_s; past that, or when the database cannot be read, it fails closed with 503.",
     )
     gateway_meter_interval_s: float = Field(
         default=1.0, gt=0, description="Seconds between batches of metered usage written to the database."

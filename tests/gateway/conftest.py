@@ -4,6 +4,7 @@ a key, and the real app served by uvicorn on a free loopback port."""
 
 from __future__ import annotations
 
+import logging
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -73,3 +74,27 @@ def served(world: World) -> Iterator[str]:
 def instance_admin(instance: Instance) -> str:
     """The instance's administrator API key (for the operators' routes under /api/v1/gateway)."""
     return instance.admin_key
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def logged_errors(served: str) -> Iterator[list[logging.LogRecord]]:
+    """Records logged at ERROR or above while the test runs, by our code, asyncio (a task whose
+    exception nobody retrieved) or uvicorn (whose logger does not propagate to the root)."""
+    handler = _Collect()
+    loggers = [logging.getLogger(), logging.getLogger("uvicorn")]
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        yield handler.records
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -108,6 +109,30 @@ def _post(base: str, key: str, body: object, path: str = "/v1/chat/completions",
             "max_tokens",
         ),
         ({"model": "nope:1.0", "messages": [{"role": "user", "content": "x"}]}, 404, "model"),
+        *(
+            ({"model": "tiny-llama:1.0.0", "messages": [{"role": "user", "content": "x"}], field: value}, 422, param)
+            for field, value, param in (
+                ("seed", 2**64, "seed"),  # beyond the generator's range: it used to end the whole batch
+                ("seed", -(2**63) - 1, "seed"),
+                ("seed", 1.5, "seed"),
+                ("top_p", 0, "top_p"),
+                ("top_p", 1.5, "top_p"),
+                ("temperature", -0.1, "temperature"),
+                ("presence_penalty", 2.5, "presence_penalty"),
+                ("frequency_penalty", -3, "frequency_penalty"),
+                ("logit_bias", {"abc": 1}, "logit_bias"),
+                ("logit_bias", {"5": 101}, "logit_bias"),
+                ("logit_bias", {str(i): 1 for i in range(301)}, "logit_bias"),
+                ("logit_bias", {"99999999": 1}, "logit_bias"),  # beyond the model's vocabulary
+                ("stop", ["a", "b", "c", "d", "e"], "stop"),
+                ("stop", "s" * 257, "stop"),
+                ("stop", [""], "stop"),
+                ("max_tokens", 0, "max_tokens"),
+                ("max_tokens", 2**40, "max_tokens"),
+                ("max_completion_tokens", 0, "max_completion_tokens"),
+                ("n", 0, "n"),
+            )
+        ),
     ],
 )
 def test_bad_requests_get_openai_errors_and_change_nothing(
@@ -141,8 +166,25 @@ def test_malformed_json_huge_bodies_and_unknown_fields(world: World, served: str
         f"{served}/v1/chat/completions", headers={"Authorization": f"Bearer {world.key}"}, content=chunks()
     )
     assert response.status_code == 413
-    extra = {"model": world.model, "messages": [{"role": "user", "content": "x"}], "max_tokens": 2, "logit_bias": {}}
+    extra = {"model": world.model, "messages": [{"role": "user", "content": "x"}], "max_tokens": 2, "metadata": {}}
     assert _post(served, world.key, extra).status_code == 200  # unknown fields are ignored
+    for field in ("temperature", "top_p", "presence_penalty", "frequency_penalty"):
+        for number in ("NaN", "Infinity", "-Infinity"):  # not JSON, but parsers accept them
+            response = httpx.post(
+                f"{served}/v1/chat/completions",
+                headers={"Authorization": f"Bearer {world.key}", "content-type": "application/json"},
+                content=f'{{"model": "{world.model}", "messages": [{{"role": "user", "content": "x"}}],'
+                f' "{field}": {number}}}'.encode(),
+            )
+            assert response.status_code == 422 and response.json()["error"]["param"] == field, response.text
+    response = httpx.post(
+        f"{served}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {world.key}", "content-type": "application/json"},
+        content=f'{{"model": "{world.model}", "messages": [{{"role": "user", "content": "x"}}],'
+        ' "logit_bias": {"5": NaN}}'.encode(),
+    )
+    assert response.status_code == 422 and response.json()["error"]["param"].startswith("logit_bias")
+    assert sum(row.requests for row in world.services.gateway.usage(SYSTEM)) == 1  # the one served
 
 
 def test_revoked_and_expired_keys_are_refused(world: World, served: str) -> None:
@@ -280,3 +322,45 @@ def test_a_client_that_leaves_before_a_whole_answer_stops_its_generation(world: 
     while engine.active and time.monotonic() < deadline:
         time.sleep(0.01)
     assert engine.active == 0 and engine.cancelled == before + 1
+
+
+def test_a_poisoned_request_does_not_end_other_organisations_generations(world: World, served: str) -> None:
+    """Another organisation streams from the shared embedded engine while this one sends a seed
+    beyond the generator's range (refused: 422) and a numerically tiny temperature (served
+    greedily, in the same batch). The other stream ends normally with the text it gets alone.
+    Before, the seed ended every in-flight generation on the engine with an error."""
+    services = world.services
+    add_organisation(services, "other")
+    other = services.gateway.issue_key(SYSTEM, organisation="other", name="other").text
+    body = {
+        "model": world.model,
+        "messages": [{"role": "user", "content": "Tell me a story"}],
+        "max_tokens": 160,
+        "temperature": 0,
+        "stop": ["never-in-output-zzz"],
+    }
+    alone = _post(served, other, body).json()["choices"][0]["message"]["content"]
+    engine = world.services.gateway._engines[world.model]
+    chat = {"model": world.model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 8}
+    with httpx.stream(
+        "POST",
+        f"{served}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {other}"},
+        json={**body, "stream": True},
+        timeout=60,
+    ) as response:
+        lines = response.iter_lines()
+        received = [next(lines) for _ in range(4)]  # the other organisation's generation is running
+        assert engine.active == 1
+        refused = _post(served, world.key, {**chat, "seed": 2**64})
+        assert refused.status_code == 422 and refused.json()["error"]["param"] == "seed"
+        tiny = _post(served, world.key, {**chat, "temperature": 1e-40, "seed": 3})
+        greedy = _post(served, world.key, {**chat, "temperature": 0})
+        assert tiny.status_code == 200 and tiny.json()["choices"] == greedy.json()["choices"]
+        received += list(lines)
+    assert engine.peak_rows >= 2  # the tiny temperature shared a batch with the other stream
+    events = [json.loads(line[6:]) for line in received if line.startswith("data: {")]
+    assert not any("error" in event for event in events), events[-1]
+    assert [line for line in received if line][-1] == "data: [DONE]"
+    assert events[-1]["choices"][0]["finish_reason"] in ("stop", "length")
+    assert "".join(e["choices"][0]["delta"].get("content") or "" for e in events) == alone

@@ -5,21 +5,26 @@ health checks; and our own gateway as another gateway's backend (with its key)."
 from __future__ import annotations
 
 import asyncio
+import gc
+import json
+import logging
+import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import openai
 import pytest
 
 from aperture.access.domain import SYSTEM
-from aperture.gateway.domain import BackendKind
+from aperture.gateway.domain import BackendKind, Limits, ScopeKind
 from aperture.release.domain import Tier
 from aperture.testing.openai_backend import ANSWER, create_backend
 from aperture.testing.release import put_tier
 from aperture.testing.server import free_port, running_server
-from tests.gateway.conftest import World, register
+from tests.gateway.conftest import World, add_organisation, register
 
 
 class HfCount:
@@ -123,3 +128,127 @@ def test_our_gateway_serves_as_another_gateways_backend(
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == direct.choices[0].message.content
     health = asyncio.run(services.gateway.check_backends())
     assert {row["model"]: row["healthy"] for row in health} == {world.model: True, front: True}
+
+
+def _until(condition: Callable[[], bool], what: str, cap_s: float = 300.0) -> None:
+    """Wait for progress (a generation ending), with a cap far above any machine's pace."""
+    deadline = time.monotonic() + cap_s
+    while not condition():
+        assert time.monotonic() < deadline, f"still waiting for {what}"
+        time.sleep(0.01)
+
+
+def test_a_stream_closed_early_on_a_remote_backend_ends_cleanly(
+    world: World, served: str, tiny_model_dir: Path, tmp_path: Path, logged_errors: list[logging.LogRecord]
+) -> None:
+    """Our own gateway is the remote backend. A client that leaves a relayed stream early (before
+    the first chunk, after a few, or through the official client) stops the backend's generation
+    at once, from the request's own task: its connection is released (the pool here holds one),
+    its usage is metered and its unused tokens refunded, with the garbage collector off, and
+    nothing is logged at ERROR afterwards. Before, the response's task was cancelled with its
+    events unclosed: the backend generated to the end for nobody, the refund waited for the
+    garbage collector, which then logged "aclose(): asynchronous generator is already running"."""
+    services = world.services
+    gateway = services.gateway
+    front = register(services, tiny_model_dir, tmp_path, "tiny-front")
+    put_tier(services, "tiny-front", "1.0.0", Tier.HOSTED)
+    add_organisation(services, "relay")  # the front's own key on the backend: limits stay the client's
+    relay = gateway.issue_key(SYSTEM, organisation="relay", name="relay").text
+    gateway.clients.max_connections = 1  # a leaked connection would block the next request
+    gateway.bind(SYSTEM, front, BackendKind.REMOTE, url=f"{served}/v1", remote_model=world.model, api_key=relay)
+    gateway.set_limits(SYSTEM, ScopeKind.KEY, world.key_id, Limits(tokens_per_minute=1500))
+    engine = gateway._engines[world.model]
+    body = {
+        "model": front,
+        "messages": [{"role": "user", "content": "Hi"}],
+        "max_tokens": 450,
+        "temperature": 0,  # greedy: this prompt runs to max_tokens (a sampled end of sequence would end it)
+        "stream": True,
+        "stop": ["never-in-output-zzz"],
+    }
+    raw = json.dumps(body).encode()
+    where = urlsplit(served)
+
+    def leave_at_once() -> None:
+        with socket.create_connection((where.hostname, where.port)) as connection:
+            connection.sendall(
+                f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {world.key}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(raw)}\r\n\r\n".encode()
+                + raw
+            )
+            _until(lambda: engine.active == 1, "the backend to start generating")
+
+    def leave_after_a_few_chunks() -> None:
+        with httpx.stream(
+            "POST", f"{served}/v1/chat/completions", headers={"Authorization": f"Bearer {world.key}"}, json=body
+        ) as response:
+            lines = response.iter_lines()
+            for _ in range(3):
+                next(lines)
+
+    def leave_through_the_client() -> None:
+        stream = _api(world, served).chat.completions.create(
+            model=front,
+            messages=[{"role": "user", "content": "Hi"}],
+            max_tokens=450,
+            temperature=0,
+            stream=True,
+            stop=["zzz-never"],
+        )
+        next(iter(stream))
+        stream.close()
+
+    gc.disable()  # nothing below may wait for the garbage collector
+    try:
+        for leave in (leave_at_once, leave_after_a_few_chunks, leave_through_the_client):
+            cancelled = engine.cancelled
+            leave()
+            _until(lambda: engine.active == 0, "the backend's generation to end")
+            assert engine.cancelled == cancelled + 1, f"{leave.__name__}: the backend generated to the end"
+
+        def metered() -> int:
+            return sum(r.requests for r in gateway.usage(SYSTEM, organisation="acme") if r.model == front)
+
+        _until(lambda: metered() == 3, "the three requests to be metered")  # by their own tasks, GC off
+        # A long prompt and two tokens: it needs ~430 of the minute's 1,500 tokens, which are there
+        # only if the three early closes gave back what they reserved (3 x ~480).
+        long = {"model": front, "messages": [{"role": "user", "content": "word " * 400}], "max_tokens": 2}
+        answer = httpx.post(
+            f"{served}/v1/chat/completions", headers={"Authorization": f"Bearer {world.key}"}, json=long, timeout=60
+        )
+        assert answer.status_code == 200, answer.text  # and the pool's one connection was free
+    finally:
+        gc.enable()
+    gc.collect()
+    assert httpx.get(f"{served}/v1/models", headers={"Authorization": f"Bearer {world.key}"}).status_code == 200
+    assert [record.getMessage() for record in logged_errors] == []
+
+
+def test_sampling_fields_are_forwarded_as_checked(world: World, served: str) -> None:
+    app = create_backend()
+    with running_server(app) as url:
+        world.services.gateway.bind(
+            SYSTEM, world.model, BackendKind.REMOTE, url=f"{url}/v1", remote_model="backend-model", timeout_s=5
+        )
+        api = _api(world, served)
+        api.chat.completions.create(
+            model=world.model,
+            messages=[{"role": "user", "content": "Hi"}],
+            temperature=0.5,
+            seed=-3,
+            presence_penalty=0.5,
+            frequency_penalty=-1,
+            logit_bias={"42": 5},
+            stop=["x"],
+        )
+        api.chat.completions.create(model=world.model, messages=[{"role": "user", "content": "Hi"}])
+    sent, plain = list(app.state.calls)
+    assert {k: sent[k] for k in ("temperature", "seed", "presence_penalty", "frequency_penalty", "logit_bias")} == {
+        "temperature": 0.5,
+        "seed": -3,
+        "presence_penalty": 0.5,
+        "frequency_penalty": -1,
+        "logit_bias": {"42": 5},
+    }
+    assert sent["stop"] == ["x"] and sent["model"] == "backend-model"
+    assert not {"presence_penalty", "frequency_penalty", "logit_bias", "seed", "stop"} & set(plain)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import aiohttp
@@ -131,8 +131,9 @@ class RemoteBackend:
             raise BackendFailed(f"the backend at {self.url} answered something other than JSON") from None
         return data
 
-    async def stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        """The server's chunks, parsed, until `data: [DONE]`."""
+    async def stream(self, path: str, body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
+        """The server's chunks, parsed, until `data: [DONE]`. Close it (`contextlib.aclosing`) when
+        stopping early: that releases the connection at once, and the server stops generating."""
         payload = json.dumps({**body, "model": self.remote_model, "stream": True}).encode()
         headers = {**self.headers, "accept": "text/event-stream"}
         try:

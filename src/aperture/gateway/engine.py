@@ -8,9 +8,13 @@ The engine runs one thread that owns the model and a running batch:
   and their keys and values are joined to the running batch's cache (left-padded to one length),
   so a new request starts at the next step instead of waiting for the batch to finish;
 - each step samples one token for every row (greedy, or temperature/top-p with the request's own
-  seeded generator), detokenizes incrementally, checks stop strings, end of sequence and the token
-  bound, and drops finished rows from the cache;
-- a cancelled request (its client went away) is dropped at the next step, freeing its slot.
+  seeded generator, after the request's presence and frequency penalties and logit bias),
+  detokenizes incrementally, checks stop strings, end of sequence and the token bound, and drops
+  finished rows from the cache;
+- a cancelled request (its client went away) is dropped at the next step, freeing its slot;
+- a request whose own sampling fails (a seed the generator refuses, probabilities that are not
+  finite numbers, a token id beyond the vocabulary) ends alone with an error event: the other
+  rows of the batch carry on. Only a failure of the model itself ends the whole batch.
 
 Tokens go back to the asyncio side through `loop.call_soon_threadsafe`. torch and transformers
 are imported inside the functions only, so the CLI starts fast.
@@ -33,13 +37,32 @@ from aperture.core.errors import InvalidInput
 log = logging.getLogger("aperture.gateway.engine")
 
 
+# Temperatures below this sample greedily. Dividing float32 scores by a numerically tiny
+# temperature overflows them to infinity, and softmax then gives NaN; at such temperatures sampling
+# is greedy in all but name anyway. vLLM draws the same line (`_SAMPLING_EPS` in its sampler).
+GREEDY_BELOW = 1e-5
+
+
 @dataclass(frozen=True, slots=True)
 class Sampling:
+    """How one request picks its tokens (OpenAI's meanings; the API range-checks every field)."""
+
     max_new_tokens: int
-    temperature: float = 1.0
+    temperature: float = 1.0  # below GREEDY_BELOW (0 included): greedy
     top_p: float = 1.0
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    presence_penalty: float = 0.0  # subtracted once from the score of every token generated so far
+    frequency_penalty: float = 0.0  # subtracted per occurrence of a token generated so far
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, added to its score)
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature < GREEDY_BELOW
+
+    @property
+    def adjusts_scores(self) -> bool:
+        return bool(self.presence_penalty or self.frequency_penalty or self.logit_bias)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +91,10 @@ class Generation:
     text: str = ""
     sent: int = 0
     cancelled: bool = False
+    ended: bool = False  # its last event was emitted (finished, or failed alone)
     generator: Any = None
+    counts: Any = None  # how often each token was generated (for the penalties)
+    bias: Any = None  # (token ids, values) of the logit bias
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -149,6 +175,13 @@ class Tokens:
     def count(self, text: str) -> int:
         return len(self.encode(text)) if text else 0
 
+    @property
+    def vocab_size(self) -> int:
+        """Token ids run from 0 to this, less one (added tokens included)."""
+        if self._encoder is None:
+            return len(self._fallback)
+        return int(self._encoder.get_vocab_size(with_added_tokens=True))
+
 
 def _compile_template(source: str) -> Any:
     """A chat template compiled the way `transformers` compiles it (sandboxed, trimmed blocks)."""
@@ -196,6 +229,7 @@ class BatchingEngine:
             elif isinstance(source, list | tuple):
                 eos.update(int(t) for t in source)
         self.eos = frozenset(eos)
+        self.vocab_size = int(self.model.config.vocab_size)
         self._pending: deque[Generation] = deque()
         self._condition = threading.Condition()
         self._closed = False
@@ -208,6 +242,7 @@ class BatchingEngine:
         self.steps = 0
         self.peak_rows = 0
         self.cancelled = 0  # generations stopped because their client went away
+        self.failed = 0  # generations ended alone because their own sampling failed
 
     # --- the asyncio side ---------------------------------------------------------------
 
@@ -264,18 +299,74 @@ class BatchingEngine:
                         self._prefill(arrivals)
                     if self._rows:
                         self._step()
-                except Exception as error:  # the model failed: end every request with an error
+                except Exception as error:  # the model itself failed: every row of the batch is lost
                     log.exception("the embedded engine failed a step")
                     for generation in [*self._rows, *arrivals]:
-                        generation.emit(Event("", "error", error=str(error)))
+                        if not generation.ended:
+                            self._end(generation, f"the model failed: {error}")
                     self._rows, self._cache, self._mask, self._logits = [], None, None, None
         for generation in [*self._rows, *self._pending]:
-            generation.emit(Event("", "error", error="the engine stopped"))
+            self._end(generation, "the engine stopped")
+
+    def _end(self, generation: Generation, message: str) -> None:
+        """End one generation with an error event (its client gets a 500); never raises."""
+        generation.ended = True
+        try:
+            generation.emit(
+                Event(
+                    "",
+                    "error",
+                    prompt_tokens=len(generation.prompt_ids),
+                    completion_tokens=len(generation.generated),
+                    error=message,
+                )
+            )
+        except Exception as error:  # its event loop is gone: nobody is waiting for it
+            log.warning("could not tell a generation that it failed: %s", error)
+
+    def _fail(self, generation: Generation, message: str) -> None:
+        """One request's own sampling failed: it ends alone, the batch carries on."""
+        self.failed += 1
+        log.warning("the embedded engine ended one request: %s", message)
+        self._end(generation, message)
+
+    def _prepare(self, generation: Generation) -> None:
+        """The request's generator, token counts and bias; raises what makes it unservable."""
+        import torch
+
+        sampling = generation.sampling
+        if not sampling.greedy and sampling.seed is not None:
+            try:
+                generation.generator = torch.Generator().manual_seed(sampling.seed)
+            except (RuntimeError, ValueError, OverflowError) as error:
+                raise ValueError(f"the seed {sampling.seed} cannot seed the generator ({error})") from None
+        if sampling.presence_penalty or sampling.frequency_penalty:
+            generation.counts = torch.zeros(self.vocab_size, dtype=torch.float32)
+        if sampling.logit_bias:
+            ids = [token for token, _ in sampling.logit_bias]
+            beyond = [token for token in ids if not 0 <= token < self.vocab_size]
+            if beyond:
+                raise ValueError(f"logit_bias names token {beyond[0]}, beyond the model's {self.vocab_size} tokens")
+            generation.bias = (
+                torch.tensor(ids, dtype=torch.long),
+                torch.tensor([value for _, value in sampling.logit_bias], dtype=torch.float32),
+            )
 
     def _prefill(self, arrivals: list[Generation]) -> None:
         import torch
         from transformers import DynamicCache
 
+        ready = []
+        for generation in arrivals:
+            try:
+                self._prepare(generation)
+            except Exception as error:
+                self._fail(generation, str(error))
+            else:
+                ready.append(generation)
+        arrivals = ready
+        if not arrivals:
+            return
         width = max(len(g.prompt_ids) for g in arrivals)
         pad = int(self._decoder.pad_token_id)
         ids = torch.full((len(arrivals), width), pad, dtype=torch.long)
@@ -284,8 +375,6 @@ class BatchingEngine:
             n = len(generation.prompt_ids)
             ids[row, width - n :] = torch.tensor(generation.prompt_ids, dtype=torch.long)
             mask[row, width - n :] = 1
-            if generation.sampling.temperature > 0 and generation.sampling.seed is not None:
-                generation.generator = torch.Generator().manual_seed(generation.sampling.seed)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache(config=self.model.config)
         out = self.model(
@@ -308,13 +397,20 @@ class BatchingEngine:
         chosen = self._sample()
         keep: list[int] = []
         for row, (generation, token) in enumerate(zip(self._rows, chosen, strict=True)):
-            if self._advance(generation, token):
+            if token is None:  # its sampling failed: it has ended alone
+                continue
+            try:
+                alive = self._advance(generation, token)
+            except Exception as error:  # decoding or handing its text over failed: this row only
+                self._fail(generation, f"its text could not be produced ({error})")
+                continue
+            if alive:
                 keep.append(row)
         self.steps += 1
         if not keep:
             self._rows, self._cache, self._mask, self._logits = [], None, None, None
             return
-        tokens = torch.tensor([[chosen[row]] for row in keep], dtype=torch.long)
+        tokens = torch.tensor([[chosen[row] or 0] for row in keep], dtype=torch.long)
         if len(keep) < len(self._rows):
             index = torch.tensor(keep, dtype=torch.long)
             self._cache.batch_select_indices(index)
@@ -334,23 +430,52 @@ class BatchingEngine:
         )
         self._logits = out.logits[:, -1, :]
 
-    def _sample(self) -> list[int]:
+    def _sample(self) -> list[int | None]:
+        """One token per row; None for a row whose sampling failed (ended alone, with an error)."""
         import torch
 
         logits = self._logits.float()
-        chosen = logits.argmax(dim=-1).tolist()
-        for row, generation in enumerate(self._rows):
+        rows = self._rows
+        if any(g.sampling.adjusts_scores for g in rows):
+            logits = logits.clone()
+            for row, generation in enumerate(rows):
+                if generation.sampling.adjusts_scores and not generation.cancelled:
+                    self._adjust(logits[row], generation)
+        finite = torch.isfinite(logits).all(dim=-1).tolist()
+        chosen: list[int | None] = [int(t) for t in logits.argmax(dim=-1).tolist()]
+        for row, generation in enumerate(rows):
+            if generation.cancelled:
+                continue  # dropped by _advance
             sampling = generation.sampling
-            if sampling.temperature <= 0:
-                continue
-            probs = torch.softmax(logits[row] / sampling.temperature, dim=-1)
-            if sampling.top_p < 1.0:
-                ordered, order = probs.sort(descending=True)
-                outside = ordered.cumsum(-1) - ordered > sampling.top_p
-                ordered[outside] = 0.0
-                probs = torch.zeros_like(probs).scatter(0, order, ordered)
-            chosen[row] = int(torch.multinomial(probs, 1, generator=generation.generator).item())
-        return [int(t) for t in chosen]
+            try:
+                if not finite[row]:
+                    raise ValueError("the model's scores for this request are not finite numbers")
+                if sampling.greedy:
+                    continue
+                probs = torch.softmax(logits[row] / sampling.temperature, dim=-1)
+                if sampling.top_p < 1.0:
+                    ordered, order = probs.sort(descending=True)
+                    outside = ordered.cumsum(-1) - ordered > sampling.top_p
+                    ordered[outside] = 0.0
+                    probs = torch.zeros_like(probs).scatter(0, order, ordered)
+                if not bool(torch.isfinite(probs).all()):
+                    raise ValueError(f"temperature {sampling.temperature} gives probabilities that are not numbers")
+                chosen[row] = int(torch.multinomial(probs, 1, generator=generation.generator).item())
+            except Exception as error:
+                chosen[row] = None
+                self._fail(generation, f"sampling failed: {error}")
+        return chosen
+
+    @staticmethod
+    def _adjust(scores: Any, generation: Generation) -> None:
+        """OpenAI's penalties and logit bias, in place on one row's scores."""
+        sampling = generation.sampling
+        if generation.counts is not None:
+            counts = generation.counts
+            scores -= counts * sampling.frequency_penalty + (counts > 0).to(scores.dtype) * sampling.presence_penalty
+        if generation.bias is not None:
+            ids, values = generation.bias
+            scores.index_add_(0, ids, values)
 
     def _advance(self, generation: Generation, token: int) -> bool:
         """Take one token; emit what is new; False when the generation is over."""
@@ -358,6 +483,8 @@ class BatchingEngine:
             self.cancelled += 1
             return False
         sampling = generation.sampling
+        if generation.counts is not None:
+            generation.counts[token] += 1
         finish: str | None = None
         if token in self.eos:
             finish = "stop"
@@ -386,6 +513,7 @@ class BatchingEngine:
                 generation.emit(Event(text[generation.sent : ready]))
                 generation.sent = ready
             return True
+        generation.ended = True
         generation.emit(
             Event(
                 text[generation.sent :],

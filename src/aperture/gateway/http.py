@@ -19,11 +19,13 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
+import anyio
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.applications import Starlette
 from starlette.routing import Route
+from starlette.types import Send
 
 from aperture import __version__
 from aperture.core.errors import ApertureError, InvalidInput, TooLarge
@@ -37,11 +39,20 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("aperture.gateway.http")
 
-# --- request bodies (OpenAI's fields; unknown fields are ignored, known ones must have their type)
+# --- request bodies (OpenAI's fields; unknown fields are ignored, known ones must have their type
+# and their range, checked here before anything reaches the engine, torch or a remote server)
+
+# A seed is a 64-bit signed integer: what torch's generator takes and what vLLM accepts.
+SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1
+MAX_STOPS = 4
+MAX_STOP_CHARS = 256
+MAX_BIASED_TOKENS = 300  # OpenAI's own bound on logit_bias
+MAX_TOKEN_ID = 2**31 - 1
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="ignore", strict=True)
+    # NaN and infinities are not numbers a request may carry (JSON has neither; parsers accept both).
+    model_config = ConfigDict(extra="ignore", strict=True, allow_inf_nan=False)
 
 
 class TextPart(_Body):
@@ -64,26 +75,64 @@ class StreamOptions(_Body):
 
 class _Sampling(_Body):
     model: str = Field(min_length=1, max_length=300)
-    max_tokens: int | None = Field(None, ge=1)
-    temperature: float = Field(1.0, ge=0, le=2)
+    max_tokens: int | None = Field(None, ge=1, le=MAX_TOKEN_ID)
+    temperature: float = Field(1.0, ge=0, le=2, description="0 (or below 1e-5) is greedy")
     top_p: float = Field(1.0, gt=0, le=1)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=SEED_MIN, le=SEED_MAX, description="a 64-bit signed integer")
     n: int = Field(1, ge=1, le=1, description="only 1 is supported")
+    presence_penalty: float = Field(0.0, ge=-2, le=2)
+    frequency_penalty: float = Field(0.0, ge=-2, le=2)
+    logit_bias: dict[str, float] | None = Field(
+        None, max_length=MAX_BIASED_TOKENS, description="token id (a decimal string) -> bias from -100 to 100"
+    )
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = Field(None, max_length=256)
 
+    @field_validator("logit_bias")
+    @classmethod
+    def _token_ids_and_biases(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        for key, bias in (value or {}).items():
+            if not (key.isascii() and key.isdigit() and len(key) <= 10 and int(key) <= MAX_TOKEN_ID):
+                raise ValueError(f"keys are token ids (0 to {MAX_TOKEN_ID}), not {key[:20]!r}")
+            if not -100 <= bias <= 100:
+                raise ValueError(f"the bias of token {key} is {bias}: biases run from -100 to 100")
+        return value
+
     def stops(self) -> tuple[str, ...]:
         stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
-        if len(stops) > 4 or any(not s for s in stops):
-            raise InvalidInput("stop takes at most 4 non-empty strings", details={"param": "stop"})
+        if len(stops) > MAX_STOPS or any(not s or len(s) > MAX_STOP_CHARS for s in stops):
+            raise InvalidInput(
+                f"stop takes at most {MAX_STOPS} non-empty strings of at most {MAX_STOP_CHARS} characters",
+                hint="shorten or drop stop strings",
+                details={"param": "stop"},
+            )
         return tuple(stops)
+
+    def biases(self) -> tuple[tuple[int, float], ...]:
+        return tuple((int(key), float(bias)) for key, bias in (self.logit_bias or {}).items())
+
+    def sampling_fields(self, fields: dict[str, Any], stops: tuple[str, ...]) -> dict[str, Any]:
+        """`fields` (the prompt) with what a remote server is sent besides (defaults left out)."""
+        fields["temperature"] = self.temperature
+        fields["top_p"] = self.top_p
+        if stops:
+            fields["stop"] = list(stops)
+        if self.seed is not None:
+            fields["seed"] = self.seed
+        if self.presence_penalty:
+            fields["presence_penalty"] = self.presence_penalty
+        if self.frequency_penalty:
+            fields["frequency_penalty"] = self.frequency_penalty
+        if self.logit_bias:
+            fields["logit_bias"] = dict(self.logit_bias)
+        return fields
 
 
 class ChatBody(_Sampling):
     messages: list[Message] = Field(min_length=1, max_length=1000)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKEN_ID)
 
 
 class CompletionBody(_Sampling):
@@ -142,15 +191,6 @@ def _parse(model: type[ChatBody] | type[CompletionBody], body: bytes) -> Any:
 def chat_request(body: ChatBody) -> CompletionRequest:
     messages = tuple({"role": m.role, "content": m.text()} for m in body.messages)
     stops = body.stops()
-    forward: dict[str, Any] = {
-        "messages": list(messages),
-        "temperature": body.temperature,
-        "top_p": body.top_p,
-    }
-    if stops:
-        forward["stop"] = list(stops)
-    if body.seed is not None:
-        forward["seed"] = body.seed
     return CompletionRequest(
         "chat",
         body.model,
@@ -160,8 +200,11 @@ def chat_request(body: ChatBody) -> CompletionRequest:
         top_p=body.top_p,
         stop=stops,
         seed=body.seed,
+        presence_penalty=body.presence_penalty,
+        frequency_penalty=body.frequency_penalty,
+        logit_bias=body.biases() if body.logit_bias else (),
         stream=body.stream,
-        forward=forward,
+        forward=body.sampling_fields({"messages": list(messages)}, stops),
     )
 
 
@@ -170,11 +213,6 @@ def text_request(body: CompletionBody) -> CompletionRequest:
         raise InvalidInput("echo and logprobs are not supported", details={"param": "echo"})
     prompt = body.text()
     stops = body.stops()
-    forward: dict[str, Any] = {"prompt": prompt, "temperature": body.temperature, "top_p": body.top_p}
-    if stops:
-        forward["stop"] = list(stops)
-    if body.seed is not None:
-        forward["seed"] = body.seed
     return CompletionRequest(
         "text",
         body.model,
@@ -184,8 +222,11 @@ def text_request(body: CompletionBody) -> CompletionRequest:
         top_p=body.top_p,
         stop=stops,
         seed=body.seed,
+        presence_penalty=body.presence_penalty,
+        frequency_penalty=body.frequency_penalty,
+        logit_bias=body.biases() if body.logit_bias else (),
         stream=body.stream,
-        forward=forward,
+        forward=body.sampling_fields({"prompt": prompt}, stops),
     )
 
 
@@ -268,7 +309,7 @@ DONE = b"data: [DONE]\n\n"
 
 async def _stream(
     shape: _Shape, first: Event, events: AsyncGenerator[Event, None], include_usage: bool
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     try:
         if shape.kind == "chat":
             yield shape.chunk("", None, include_usage, first=True)
@@ -289,7 +330,52 @@ async def _stream(
         body = openai_error(error.http_status, error.message, str(error.details.get("code") or error.code))
         yield b"data: " + json.dumps(body).encode() + b"\n\n"
     finally:
+        # Before the response ends: its usage is in the write-ahead log when the client sees the end.
         await events.aclose()
+
+
+# How long closing an answer's events may take (the backend's connection, metering, the refund).
+CLOSE_BOUND_S = 10.0
+
+
+async def _close(*generators: AsyncGenerator[Any, None]) -> None:
+    """Close `generators` in order, in this task, even while it is being cancelled (Starlette
+    cancels through anyio, which cancels every later await of the task unless shielded: then the
+    closing is shielded, within `CLOSE_BOUND_S`; a shield costs 30 us, so only then)."""
+    task = asyncio.current_task()
+    if task is not None and not task.cancelling():
+        for generator in generators:
+            await generator.aclose()
+        return
+    with anyio.move_on_after(CLOSE_BOUND_S, shield=True):
+        for generator in generators:
+            await generator.aclose()
+
+
+class _EventStream(StreamingResponse):
+    """A Server-Sent Events answer that closes its events however the response ends.
+
+    Starlette cancels the task of a response whose client left and leaves its body unclosed; the
+    generation behind it (a remote backend's connection, metering, the limiter's refund) was then
+    closed only by the garbage collector, each generator in a task of its own, which failed with
+    "aclose(): asynchronous generator is already running" (logged at ERROR), while the backend
+    went on generating for nobody. Here the response's own task closes the body (whose end closes
+    the events, before the last chunk when it runs to its end), then the events (which the body
+    never started when the client left before the first chunk).
+    """
+
+    def __init__(self, body: AsyncGenerator[bytes, None], events: AsyncGenerator[Event, None]) -> None:
+        super().__init__(
+            body, media_type="text/event-stream", headers={"cache-control": "no-cache", "x-accel-buffering": "no"}
+        )
+        self._body = body
+        self._events = events
+
+    async def stream_response(self, send: Send) -> None:
+        try:
+            await super().stream_response(send)
+        finally:
+            await _close(self._body, self._events)
 
 
 async def _unless_disconnected(request: Request, work: Coroutine[Any, Any, Any]) -> Any:
@@ -353,15 +439,11 @@ def openai_handlers(service: GatewayService, max_body_bytes: int) -> dict[str, H
         try:
             first = await anext(events)
         except BaseException:
-            await events.aclose()
+            await _close(events)
             raise
         if completion.stream:
             include_usage = bool(parsed.stream_options and parsed.stream_options.include_usage)
-            return StreamingResponse(
-                _stream(shape, first, events, include_usage),
-                media_type="text/event-stream",
-                headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
-            )
+            return _EventStream(_stream(shape, first, events, include_usage), events)
 
         async def collect() -> tuple[str, Event]:
             text, last = first.text, first
@@ -370,7 +452,7 @@ def openai_handlers(service: GatewayService, max_body_bytes: int) -> dict[str, H
                     last = await anext(events)
                     text += last.text
             finally:
-                await events.aclose()
+                await _close(events)
             return text, last
 
         if admitted.model.backend.kind is BackendKind.EMBEDDED and not first.done:
@@ -394,14 +476,14 @@ def openai_handlers(service: GatewayService, max_body_bytes: int) -> dict[str, H
         caller = service.authenticate(bearer_token(request))
         data = [
             {"id": m.id, "object": "model", "created": m.created, "owned_by": "aperture"}
-            for m in service.models_for(caller)
+            for m in await service.models_for(caller)
         ]
         return JSONResponse({"object": "list", "data": data})
 
     @_openai_errors
     async def get_model(request: Request) -> Response:
         caller = service.authenticate(bearer_token(request))
-        found = service.resolve(caller, request.path_params["model_id"])
+        found = await service.resolve(caller, request.path_params["model_id"])
         return JSONResponse({"id": found.id, "object": "model", "created": found.created, "owned_by": "aperture"})
 
     @_openai_errors

@@ -3,20 +3,21 @@ path of one request: who may call what, limits, the safety layer, the backend, m
 
 The one decision "may this organisation call this model version" is `GatewayService.may_call`;
 listing and calling both go through it, and a version it refuses reads exactly like one that
-does not exist (404). Hot-path state (keys, bindings, tiers, grants, limits, prices, policies) is
-read from the database into a snapshot trusted for `cache_s` seconds; changes made through this
-process apply at once.
+does not exist (404). Hot-path state (bindings, tiers, grants, limits, prices, policies) is read
+from the database into a snapshot that is never served older than `cache_s` seconds
+(`gateway.freshness`); changes made through this process apply at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import io
 import logging
 import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -63,6 +64,7 @@ from aperture.gateway.domain import (
     tier_allows,
 )
 from aperture.gateway.engine import BatchingEngine, Event, Generation, Sampling, Tokens
+from aperture.gateway.freshness import Fresh, StateUnavailable
 from aperture.gateway.limits import Limiter, Quota
 from aperture.gateway.metering import Meter
 from aperture.gateway.safety import Classifier, build_classifier, parse_classifier
@@ -102,6 +104,7 @@ class ContentBlocked(ApertureError):
 @dataclass(frozen=True)
 class GatewayConfig:
     cache_s: float = 1.0
+    refresh_wait_s: float = 5.0
     max_body_bytes: int = 1024 * 1024
     max_tokens: int = 2048
     default_max_tokens: int = 256
@@ -135,7 +138,6 @@ class Checks:
 
 @dataclass
 class Snapshot:
-    loaded_at: float
     models: dict[str, ServedModel]
     limits: dict[tuple[ScopeKind, str], Limits]
     prices: dict[str, Price]
@@ -155,6 +157,9 @@ class CompletionRequest:
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias)
     stream: bool = False
     forward: dict[str, Any] = field(default_factory=dict)  # the fields a remote server is sent
 
@@ -178,6 +183,7 @@ class Admitted:
     charges: list[tuple[Bucket, float]]
     quotas: list[Quota]
     reserved: int
+    checks: Checks | None = None  # the output checks of the snapshot it was admitted under
     started: float = field(default_factory=time.monotonic)
 
 
@@ -223,10 +229,12 @@ class GatewayService:
             clock,
             interval_s=self.config.meter_interval_s,
         )
-        self._lock = threading.Lock()
-        self._snapshot: Snapshot | None = None
-        self._generation = 0
-        self._refreshing = False
+        self._snapshots: Fresh[Snapshot] = Fresh(
+            self._load_snapshot,
+            max_age_s=self.config.cache_s,
+            wait_s=self.config.refresh_wait_s,
+            what="bindings, grants and limits",
+        )
         self._keys: dict[str, tuple[GatewayKey, bytes, float]] = {}
         self._engines: dict[str, BatchingEngine] = {}
         self._tokens: dict[str, Tokens | None] = {}
@@ -255,35 +263,21 @@ class GatewayService:
     # --- the snapshot of hot-path state -------------------------------------------------------
 
     def invalidate(self) -> None:
-        with self._lock:
-            self._snapshot = None
-            self._generation += 1
-            self._keys.clear()
+        """A change made through this process: the next request waits for a fresh snapshot."""
+        self._snapshots.invalidate()
+        self._keys.clear()
 
     def snapshot(self) -> Snapshot:
-        """The hot-path state. A stale snapshot is refreshed by a background thread while requests
-        go on with it (no request waits on the database); a missing one is loaded at once."""
-        current = self._snapshot
-        if current is None:
-            with self._lock:
-                if self._snapshot is None:
-                    self._snapshot = self._load_snapshot()
-                return self._snapshot
-        if time.monotonic() - current.loaded_at >= self.config.cache_s and not self._refreshing:
-            self._refreshing = True
-            threading.Thread(target=self._refresh, args=(self._generation,), daemon=True).start()
-        return current
+        """The hot-path state for callers off the event loop (the meter, the CLI, pages): read
+        again in this thread when older than `cache_s`."""
+        return self._snapshots.get_blocking()
 
-    def _refresh(self, generation: int) -> None:
-        try:
-            fresh = self._load_snapshot()
-            with self._lock:
-                if generation == self._generation and self._snapshot is not None:
-                    self._snapshot = fresh
-        except Exception:  # the database is away: keep serving from what we have
-            log.exception("could not refresh the gateway's snapshot")
-        finally:
-            self._refreshing = False
+    async def current(self) -> Snapshot:
+        """The hot-path state for a request: never older than `cache_s` seconds. When it is (after
+        an idle period), the request waits for a fresh read, at most `refresh_wait_s`, and fails
+        closed with a 503 if the database cannot be read. Refreshed in the background past half its
+        age, so that under steady traffic no request waits."""
+        return await self._snapshots.get()
 
     def warm(self) -> None:
         """Load every bound version's engine or tokenizer before traffic arrives."""
@@ -325,7 +319,7 @@ class GatewayService:
             model: Checks(policy, CompiledRules.of(policy.input), CompiledRules.of(policy.output))
             for model, policy in policies.items()
         }
-        return Snapshot(time.monotonic(), models, limits, prices, checks)
+        return Snapshot(models, limits, prices, checks)
 
     # --- who may call what ------------------------------------------------------------------
 
@@ -335,11 +329,15 @@ class GatewayService:
         licence in force or an explicit grant to the organisation, secured ones an explicit grant."""
         return tier_allows(model.tier, caller.organisation in model.granted)
 
-    def models_for(self, caller: GatewayCaller) -> list[ServedModel]:
-        return [m for m in self.snapshot().models.values() if self.may_call(caller, m)]
+    async def models_for(self, caller: GatewayCaller) -> list[ServedModel]:
+        snapshot = await self.current()
+        return [m for m in snapshot.models.values() if self.may_call(caller, m)]
 
-    def resolve(self, caller: GatewayCaller, model_id: str) -> ServedModel:
-        found = self.snapshot().models.get(model_id)
+    async def resolve(self, caller: GatewayCaller, model_id: str) -> ServedModel:
+        return self._resolve(await self.current(), caller, model_id)
+
+    def _resolve(self, snapshot: Snapshot, caller: GatewayCaller, model_id: str) -> ServedModel:
+        found = snapshot.models.get(model_id)
         if found is None or not self.may_call(caller, found):
             raise NotFound(
                 f"the model {model_id!r} does not exist or you do not have access to it",
@@ -360,8 +358,15 @@ class GatewayService:
             raise Unauthenticated("the API key is malformed", hint="gateway keys look like gwk_<id>_<secret>")
         cached = self._keys.get(key_id)
         if cached is None or time.monotonic() - cached[2] >= self.config.cache_s:
-            with self.database.read() as connection:
-                found = store.load_key(connection, key_id)
+            try:
+                with self.database.read() as connection:
+                    found = store.load_key(connection, key_id)
+            except Exception as error:  # fail closed: a key that cannot be checked is not trusted
+                log.warning("could not read gateway key %s: %s", key_id, error)
+                raise StateUnavailable(
+                    f"the gateway could not check the API key ({type(error).__name__})",
+                    hint="retry shortly; the gateway's database is unreachable",
+                ) from None
             if found is None:
                 raise Unauthenticated(
                     "the API key is not known", hint="ask your organisation's administrator for a key"
@@ -791,8 +796,8 @@ class GatewayService:
 
     async def admit(self, caller: GatewayCaller, request: CompletionRequest) -> Admitted:
         """Resolve the model, bound the tokens, check the input, take from the limits."""
-        model = self.resolve(caller, request.model)
-        snapshot = self.snapshot()
+        snapshot = await self.current()
+        model = self._resolve(snapshot, caller, request.model)
         key_limits = snapshot.limits.get((ScopeKind.KEY, caller.key_id), UNLIMITED)
         org_limits = snapshot.limits.get((ScopeKind.ORGANISATION, caller.organisation), UNLIMITED)
         cap = min([self.config.max_tokens] + [lim.max_tokens for lim in (key_limits, org_limits) if lim.max_tokens])
@@ -808,8 +813,18 @@ class GatewayService:
         if model.backend.kind is BackendKind.EMBEDDED:
             engine = await self._loaded_engine(model)
             tokens: Tokens | None = engine.tokens
+            vocabulary: int | None = engine.vocab_size
         else:
             tokens = self._tokens[model.id] if model.id in self._tokens else await asyncio.to_thread(self.tokens, model)
+            vocabulary = tokens.vocab_size if tokens is not None else None  # else the server checks
+        if request.logit_bias and vocabulary is not None:
+            beyond = [token for token, _ in request.logit_bias if token >= vocabulary]
+            if beyond:
+                raise InvalidInput(
+                    f"logit_bias names token {beyond[0]}; the model's token ids run from 0 to {vocabulary - 1}",
+                    hint="take token ids from the model's own tokenizer",
+                    details={"param": "logit_bias"},
+                )
         if tokens is not None:
             text = tokens.chat_prompt(request.messages) if request.kind == "chat" else request.prompt
             prompt_ids = tokens.encode(text, special=request.kind == "text")
@@ -878,6 +893,7 @@ class GatewayService:
             charges,
             quotas,
             reserve,
+            checks,
         )
 
     def _month_seed(self, kind: ScopeKind, scope: str, month: str) -> Any:
@@ -913,35 +929,40 @@ class GatewayService:
         run on the text so far before each piece is passed on; metering and settling the limits
         happen whatever way the generation ends (finished, blocked, failed, or the client gone)."""
         model = admitted.model
-        checks = self.snapshot().checks.get(model.id)
+        checks = admitted.checks
         text = ""
         prompt_tokens = admitted.prompt_tokens or 0
         completion_tokens = 0
         counted = blocked = failed = False
+        source = self._embedded(admitted) if model.backend.kind is BackendKind.EMBEDDED else self._remote(admitted)
         try:
-            source = self._embedded(admitted) if model.backend.kind is BackendKind.EMBEDDED else self._remote(admitted)
-            async for event in source:
-                candidate = text + event.text
-                if checks is not None and event.text:
-                    rule = checks.output.first_match(candidate)
-                    if rule is not None:
-                        completion_tokens = event.completion_tokens or self._count(model, candidate)
-                        counted = blocked = True
-                        await self._blocked(
-                            admitted.caller, model, Stage.OUTPUT, rule, candidate, prompt_tokens, completion_tokens
-                        )
-                        yield Event("", "content_filter", prompt_tokens, completion_tokens)
+            # Closed here whichever way this ends: the engine's row is freed, a remote backend's
+            # connection released (its server stops generating), before metering and the refund.
+            async with contextlib.aclosing(source):
+                async for event in source:
+                    candidate = text + event.text
+                    if checks is not None and event.text:
+                        rule = checks.output.first_match(candidate)
+                        if rule is not None:
+                            completion_tokens = event.completion_tokens or self._count(model, candidate)
+                            counted = blocked = True
+                            await self._blocked(
+                                admitted.caller, model, Stage.OUTPUT, rule, candidate, prompt_tokens, completion_tokens
+                            )
+                            yield Event("", "content_filter", prompt_tokens, completion_tokens)
+                            return
+                    text = candidate
+                    if event.done:
+                        prompt_tokens = event.prompt_tokens or prompt_tokens
+                        completion_tokens = event.completion_tokens
+                        counted = True
+                        if event.finish_reason == "error":
+                            raise EngineFailed(
+                                f"the model failed: {event.error}", hint="retry; report it if it persists"
+                            )
+                        yield replace(event, prompt_tokens=prompt_tokens)
                         return
-                text = candidate
-                if event.done:
-                    prompt_tokens = event.prompt_tokens or prompt_tokens
-                    completion_tokens = event.completion_tokens
-                    counted = True
-                    if event.finish_reason == "error":
-                        raise EngineFailed(f"the model failed: {event.error}", hint="retry; report it if it persists")
-                    yield replace(event, prompt_tokens=prompt_tokens)
-                    return
-                yield event
+                    yield event
         except ApertureError:
             failed = True  # the backend failed: what it never answered is not billed
             raise
@@ -975,7 +996,7 @@ class GatewayService:
         tokens = self._engines[model.id].tokens if model.id in self._engines else self._tokens.get(model.id)
         return tokens.count(text) if tokens is not None else 0
 
-    async def _embedded(self, admitted: Admitted) -> AsyncIterator[Event]:
+    async def _embedded(self, admitted: Admitted) -> AsyncGenerator[Event, None]:
         engine = await self._loaded_engine(admitted.model)
         assert admitted.prompt_ids is not None
         loop = asyncio.get_running_loop()
@@ -987,7 +1008,16 @@ class GatewayService:
 
         generation = Generation(
             admitted.prompt_ids,
-            Sampling(admitted.max_new_tokens, request.temperature, request.top_p, request.seed, request.stop),
+            Sampling(
+                admitted.max_new_tokens,
+                request.temperature,
+                request.top_p,
+                request.seed,
+                request.stop,
+                request.presence_penalty,
+                request.frequency_penalty,
+                request.logit_bias,
+            ),
             emit,
         )
         engine.submit(generation)
@@ -1000,7 +1030,7 @@ class GatewayService:
         finally:
             generation.cancel()  # the client left or the output was blocked: free the slot
 
-    async def _remote(self, admitted: Admitted) -> AsyncIterator[Event]:
+    async def _remote(self, admitted: Admitted) -> AsyncGenerator[Event, None]:
         model = admitted.model
         backend = model.backend
         assert backend.url is not None and backend.remote_model is not None
@@ -1032,16 +1062,17 @@ class GatewayService:
         text = ""
         finish = "stop"
         usage: dict[str, Any] = {}
-        async for chunk in remote.stream(path, body):
-            if chunk.get("usage"):
-                usage = chunk["usage"]
-            for choice in chunk.get("choices") or []:
-                delta = piece(choice)
-                if delta:
-                    text += delta
-                    yield Event(delta)
-                if choice.get("finish_reason"):
-                    finish = str(choice["finish_reason"])
+        async with contextlib.aclosing(remote.stream(path, body)) as chunks:  # released as soon as this ends
+            async for chunk in chunks:
+                if chunk.get("usage"):
+                    usage = chunk["usage"]
+                for choice in chunk.get("choices") or []:
+                    delta = piece(choice)
+                    if delta:
+                        text += delta
+                        yield Event(delta)
+                    if choice.get("finish_reason"):
+                        finish = str(choice["finish_reason"])
         yield Event(
             "",
             finish,
