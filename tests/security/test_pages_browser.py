@@ -68,7 +68,7 @@ def test_sign_in_shows_the_security_page_and_a_custodian_presents_a_share(site: 
     with page.expect_navigation():
         page.get_by_role("button", name="Present share").click()
     assert "not carol's share" in page.locator(".error").inner_text()
-    assert world.services.security.seal_status().presented == 1
+    assert world.services.security.seal_status(SYSTEM).presented == 1
     assert page.locator("[data-me]").inner_text() == "carol"  # still signed in on the error page
     assert page.locator(".error code").inner_text() == "aperture seal init"
     shoot(page, "security-wrong-share")
