@@ -740,23 +740,27 @@ class AccessService:
         decision = self.decide(caller, action, asset, **facts)
         classification = None if asset is None else self.lookup(asset)
         if decision.upper_tier and classification is not None:
-            self.audit.record(
-                actor=caller.actor,
-                action="access.decision",
-                resource=classification.asset.audit_resource,
-                details={
-                    "action": action.value,
-                    "allowed": decision.allowed,
-                    "level": str(classification.level),
-                    "reasons": list(decision.reasons),
-                    "policy_version": decision.policy_version,
-                    "origin": caller.origin,
-                },
-            )
+            self._record_decision(caller, decision, classification)
         if classification is not None:
             for observer in self._observers:
                 observer(caller, decision, classification, purpose)
         return decision
+
+    def _record_decision(self, caller: Caller, decision: Decision, classification: Classification) -> None:
+        self.audit.record(
+            actor=caller.actor,
+            action="access.decision",
+            resource=classification.asset.audit_resource,
+            details={
+                "action": decision.action.value,
+                "allowed": decision.allowed,
+                "level": str(classification.level),
+                "reasons": list(decision.reasons),
+                "policy_version": decision.policy_version,
+                "origin": caller.origin,
+            },
+            upper_tier=classification.level.upper_tier,
+        )
 
     def can_view(self, caller: Caller, asset: AssetRef) -> bool:
         return self.authorize(caller, Action.VIEW, asset).allowed
@@ -769,12 +773,17 @@ class AccessService:
     def require(self, caller: Caller, action: Action, asset: AssetRef, *, what: str = "", **facts: Any) -> Decision:
         """Raise unless allowed. Someone not cleared to see the asset gets the same 404 as for an
         asset that does not exist; someone who may see it but not do this gets a 403 (a 401 when
-        they have not signed in)."""
+        they have not signed in), and the refusal is audited."""
         decision = self.authorize(caller, action, asset, **facts)
         if decision.allowed:
             return decision
         if action is Action.VIEW or not self.authorize(caller, Action.VIEW, asset).allowed:
             raise NotFound(f"no {what or 'such asset'}", hint="check the name; ask for clearance if you need it")
+        # The caller sees the asset, so recording the refusal tells them nothing new; upper-tier
+        # decisions are recorded by `authorize` already, lower-tier refusals here, the same way.
+        classification = self.lookup(asset)
+        if classification is not None and not decision.upper_tier:
+            self._record_decision(caller, decision, classification)
         if not caller.signed_in:
             raise Unauthenticated(
                 f"{action.value.replace('_', ' ')} needs you to sign in",

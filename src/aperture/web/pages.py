@@ -229,7 +229,9 @@ def mount(app: FastAPI, services: Services) -> None:
         return render(request, "account.html", "account", keys=keys, issued=None, now=services.clock.now())
 
     @app.post("/account/keys", response_class=HTMLResponse, include_in_schema=False)
-    def issue_own_key(request: Request, name: str = Form(...), scopes: str = Form(""), csrf: str = Form("")) -> Response:
+    def issue_own_key(
+        request: Request, name: str = Form(...), scopes: str = Form(""), csrf: str = Form("")
+    ) -> Response:
         check_csrf(request, csrf)
         caller = me(request)
         chosen = [scope.strip() for scope in scopes.split(",") if scope.strip()]
