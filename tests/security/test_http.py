@@ -15,7 +15,7 @@ from typing import Any
 
 from itsdangerous import URLSafeTimedSerializer
 
-from aperture.access.domain import SYSTEM, Action
+from aperture.access.domain import SYSTEM, Action, Role
 from aperture.web.sessions import COOKIE
 from tests.security.desk import PASSWORD, Desk, _csrf, _sign_in, refused
 
@@ -428,6 +428,50 @@ def test_a_scoped_key_does_only_its_scopes(desk: Desk) -> None:
     grant = {"model": "frontier-7b:1.0", "action": "download", "reason": "x"}
     refused(desk.api("POST", "/grants", scoped, json=grant), 403, "forbidden")
     assert desk.services.security.list_grants(desk.world.caller("sam")) == []
+
+
+def test_a_view_scoped_key_can_do_nothing_else_on_any_path(desk: Desk) -> None:
+    """Before, only Cedar-checked actions looked at a key's scopes: a view-scoped key issued
+    download tokens, revoked grants, issued keys and signed tree heads."""
+    desk.world.unseal()
+    alice, bob = desk.key("alice"), desk.key("bob")
+    gid = _grant(desk, alice)["id"]
+    assert desk.api("POST", f"/grants/{gid}/approve", bob).status_code == 200
+    viewer = desk.key("alice", scopes=["view"])
+    admin = desk.services.access.issue_key(
+        SYSTEM, name="admin read-only", principal="root", roles=(Role.ADMINISTRATOR,), scopes=["view"]
+    )
+    root = {"Authorization": f"Bearer {admin.text}"}
+    tokens = len(desk.events("security.token.issued"))
+    refused(desk.api("POST", f"/grants/{gid}/tokens", viewer, json={"path": "config.json"}), 403, "forbidden")
+    refused(desk.api("POST", f"/grants/{gid}/revoke", viewer), 403, "forbidden")
+    refused(desk.api("POST", "/audit/tree-head", root), 403, "forbidden")
+    refused(desk.api("POST", "/keys", root, json={"name": "x", "principal": "root"}), 403, "forbidden")
+    refused(desk.api("POST", "/models/open-1b/versions/1.0/verify", root), 403, "forbidden")
+    assert len(desk.events("security.token.issued")) == tokens
+    assert desk.api("GET", f"/grants/{gid}", alice).json()["state"] == "approved"
+    assert [k.principal for k in desk.services.access.list_keys(SYSTEM)].count("root") == 1
+
+
+def test_refusals_are_audited_the_same_way_on_every_path(desk: Desk) -> None:
+    """Before, a refusal decided by a role check in a handler or a service left no trace."""
+    researcher = desk.key("alice")
+    finding = {"title": "t", "author": "a", "domain": "bio"}
+    desk.services.access.update_principal(SYSTEM, "pat", roles=[Role.LICENSEE])
+    licensee = desk.key("pat")
+    refused(desk.api("POST", "/audit/tree-head", researcher), 403, "forbidden")
+    refused(desk.api("GET", "/keys", researcher), 403, "forbidden")
+    refused(desk.api("POST", "/models/open-1b/versions/1.0/verify", researcher), 403, "forbidden")
+    refused(desk.api("POST", "/models/open-1b/versions/1.0/findings", licensee, data=finding), 403, "forbidden")
+    instance = [e.details["action"] for e in desk.events("access.instance.denied") if e.actor.startswith("alice")]
+    assert instance == ["sign_tree_head", "manage_keys"]
+    on_assets = [(e.actor.split(" ")[0], e.details["action"]) for e in desk.events("access.decision")]
+    assert ("alice", "verify") in on_assets and ("pat", "assess") in on_assets
+    assert all(
+        e.resource == f"asset:model_version:{desk.world.open_version.id}"
+        for e in desk.events("access.decision")
+        if e.details["action"] in ("verify", "assess")
+    )
 
 
 def test_a_token_raced_by_two_requests_serves_exactly_one(desk: Desk) -> None:
