@@ -73,6 +73,7 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
         refresh_s=settings.authz_refresh_s,
         login_max_failures=settings.login_max_failures,
         login_lockout=timedelta(seconds=settings.login_lockout_s),
+        session_ttl=timedelta(seconds=settings.session_ttl_s),
     )
     access = AccessService(database, audit, clock, engine=engine, config=access_settings)
     artifacts = ArtifactStore(settings.artifacts_dir, workers=settings.resolved_hash_workers)

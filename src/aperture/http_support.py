@@ -1,4 +1,4 @@
-"""What every area's HTTP adapter shares: the caller from the bearer key, and role checks.
+"""What every area's HTTP adapter shares: the caller from the bearer key (`Visitor`, `SignedIn`).
 
 Each area's `http.py` exposes `build_router(services) -> fastapi.APIRouter`; `web/app.py` mounts
 them under `/api/v1`. Errors are raised as `ApertureError`s and mapped once, in `web/app.py`, to
@@ -32,6 +32,7 @@ def caller_dependency(services: Services) -> Callable[[Request], Caller]:
     """A FastAPI dependency: the authenticated caller, or ANONYMOUS when no key is sent.
 
     A key that is sent but wrong is an error (401), never a silent downgrade to anonymous.
+    (The release, licensing and gateway adapters still use it; the others take `Visitor`/`SignedIn`.)
     """
 
     def caller(request: Request) -> Caller:
@@ -77,6 +78,8 @@ def require_authenticated(caller: Caller) -> Caller:
 
 
 def require_role(caller: Caller, *roles: Role) -> Caller:
+    """Deprecated: decisions are the access service's. Left only for the release, licensing and
+    gateway adapters until they are converted; then it goes."""
     require_authenticated(caller)
     if not any(caller.has(role) for role in roles) and not caller.has(Role.ADMINISTRATOR):
         wanted = ", ".join(role.value for role in roles)

@@ -21,6 +21,7 @@ from tests.conftest import Instance
 @pytest.fixture
 def client(services: Services) -> Iterator[TestClient]:
     app = FastAPI()
+    app.state.services = services  # what the Visitor/SignedIn dependencies read (as create_app sets)
     app.include_router(build_router(services), prefix="/api/v1")
 
     @app.exception_handler(ApertureError)

@@ -14,15 +14,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors import safe_open
 
-from aperture.access.domain import ANONYMOUS, SYSTEM, Caller, Role
-from aperture.core.errors import ApertureError, Forbidden, InvalidInput, TooLarge, Unauthenticated, UnsafeInput
+from aperture.core.errors import ApertureError, InvalidInput, TooLarge, UnsafeInput
 from aperture.registry.domain import (
     GGML_TYPES,
     HeaderLimits,
     Modality,
     WeightFormat,
-    authorize_registration,
-    authorize_verification,
     check_relative_path,
     classify,
     decide_lineage,
@@ -390,18 +387,6 @@ def test_lineage_is_registered_or_external() -> None:
         decide_lineage(None, "MIT")
     with pytest.raises(InvalidInput, match="malformed licence"):
         decide_lineage("org/model", "not a licence")
-
-
-def test_only_administrators_and_chief_scientists_register() -> None:
-    authorize_registration(SYSTEM)
-    authorize_registration(Caller("ada", (Role.CHIEF_SCIENTIST,), "abcd0123"))
-    with pytest.raises(Unauthenticated):
-        authorize_registration(ANONYMOUS)
-    with pytest.raises(Forbidden):
-        authorize_registration(Caller("rob", (Role.RESEARCHER,), "abcd0124"))
-    authorize_verification(Caller("sec", (Role.SECURITY_OFFICER,), "abcd0125"))
-    with pytest.raises(Forbidden):
-        authorize_verification(Caller("rob", (Role.LICENSEE,), "abcd0126"))
 
 
 def test_numpy_builders_are_what_they_claim(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from tests.registry.builders import write_hf_directory
 @pytest.fixture
 def client(services: Services) -> Iterator[TestClient]:
     app = FastAPI()
+    app.state.services = services  # what the Visitor/SignedIn dependencies read (as create_app sets)
 
     @app.exception_handler(ApertureError)
     async def _mapped(request: Request, error: ApertureError) -> JSONResponse:

@@ -337,11 +337,15 @@ def test_verify_detects_an_altered_record_or_signature(services: Services, tmp_p
         services.registry.verify_version("m", "1")
 
 
-def test_verify_unknown_version(services: Services) -> None:
+def test_verify_unknown_version(services: Services, tmp_path: Path) -> None:
+    licensee = Caller("l", (Role.LICENSEE,), "abcd0003")
     with pytest.raises(NotFound):
         services.registry.verify_version("nope", "1")
-    with pytest.raises(Forbidden):
-        services.registry.verify_version("nope", "1", caller=Caller("l", (Role.LICENSEE,), "abcd0003"))
+    with pytest.raises(NotFound):  # an unknown version first reads as unknown, whoever asks
+        services.registry.verify_version("nope", "1", caller=licensee)
+    services.registry.register(SYSTEM, write_hf_directory(tmp_path / "m"), "m", "1")
+    with pytest.raises(Forbidden):  # one the caller sees, without a role that answers for integrity
+        services.registry.verify_version("m", "1", caller=licensee)
 
 
 def test_export_is_accepted_by_model_signing_and_a_changed_byte_is_not(services: Services, tmp_path: Path) -> None:

@@ -48,7 +48,7 @@ def test_knowledge_run_records_replayable_inputs_evidence_profile_and_audit(
     details = services.risk.run_details(SYSTEM, outcome.run_id)
     assert len(details["results"]) == 20
     assert all(len(r["detail"]["loglikelihoods"]) == 4 for r in details["results"])
-    profile = services.risk.profile(tiny_version.reference)
+    profile = services.risk.profile(tiny_version.reference, caller=SYSTEM)
     assert profile["profile_version"] == outcome.profile_version == 1
     bio = next(row for row in profile["domains"] if row["subject"] == "bio")
     assert bio["evidence"] == [evidence.id]
@@ -56,8 +56,8 @@ def test_knowledge_run_records_replayable_inputs_evidence_profile_and_audit(
     assert "risk.run.started" in actions and "risk.run.completed" in actions
     # A new run makes a new profile version; the old one stays readable.
     services.risk.run_suite(SYSTEM, tiny_version.reference, "wmdp-bio", RunOptions(limit=4))
-    assert services.risk.profile(tiny_version.reference)["profile_version"] == 2
-    assert services.risk.profile(tiny_version.reference, 1)["profile_version"] == 1
+    assert services.risk.profile(tiny_version.reference, caller=SYSTEM)["profile_version"] == 2
+    assert services.risk.profile(tiny_version.reference, 1, caller=SYSTEM)["profile_version"] == 1
 
 
 def test_generative_suites_end_to_end(services: Services, tiny_version: ModelVersion) -> None:
@@ -163,7 +163,8 @@ def test_killed_run_resumes_from_the_last_chunk(services: Services, tiny_version
     assert run is not None and run["status"] == "running" and run["evidence_id"] is None
     done = sum(len(c) for c in chunks.values())
     assert 0 < done < 1273
-    assert services.risk.profile(tiny_version.reference)["evidence"] == []  # nothing half-written is reported
+    # nothing half-written is reported
+    assert services.risk.profile(tiny_version.reference, caller=SYSTEM)["evidence"] == []
     resumed = _cli(home, env, "assess", "resume", run_id, "--json")
     out, err = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, err
@@ -190,7 +191,7 @@ def test_interrupted_run_is_recorded_and_resumable(services: Services, tiny_vers
     services.risk.chunk_runner = interrupt_after_first
     with pytest.raises(KeyboardInterrupt):
         services.risk.run_suite(SYSTEM, tiny_version.reference, "wmdp-bio", RunOptions(limit=24, chunk_items=8))
-    [run] = services.risk.runs(tiny_version.reference)
+    [run] = services.risk.runs(SYSTEM, tiny_version.reference)
     assert run["status"] == "failed" and "KeyboardInterrupt" in run["error"] and run["items_done"] == 8
     services.risk.chunk_runner = None
     outcome = services.risk.resume(SYSTEM, run["id"])
@@ -305,7 +306,7 @@ def test_findings_with_attachment(services: Services, tiny_version: ModelVersion
             safeguard=Safeguard.REFUSAL,
             attachment=tmp_path / "missing.pdf",
         )
-    profile = services.risk.profile(tiny_version.reference)
+    profile = services.risk.profile(tiny_version.reference, caller=SYSTEM)
     bio = next(row for row in profile["domains"] if row["subject"] == "bio")
     assert bio["evidence"] == [evidence.id] and bio["headline"] is None  # a finding carries no number
 
@@ -321,14 +322,14 @@ def test_a_local_model_as_rubric_judge_degrades_to_rules_when_it_ignores_the_for
     assert "strongreject_score" not in outcome.evidence.summary
     results = services.risk.run_details(SYSTEM, outcome.run_id)["results"]
     assert all("response_class" in r and "rubric" not in r for r in results)
-    runs_before = len(services.risk.runs())
+    runs_before = len(services.risk.runs(SYSTEM))
     with pytest.raises(InvalidInput, match=r"has no config\.json"):
         services.risk.run_suite(
             SYSTEM, tiny_version.reference, "strongreject", RunOptions(judge=f"model:{tiny_model_dir}/nope")
         )
     with pytest.raises(InvalidInput, match="engine 'vllm' is not understood"):
         services.risk.run_suite(SYSTEM, tiny_version.reference, "strongreject", RunOptions(engine="vllm"))
-    assert len(services.risk.runs()) == runs_before
+    assert len(services.risk.runs(SYSTEM)) == runs_before
 
 
 def test_upper_tier_versions_are_not_evaluated_in_process_and_stay_hidden(services: Services, tmp_path: Path) -> None:
@@ -344,4 +345,4 @@ def test_upper_tier_versions_are_not_evaluated_in_process_and_stay_hidden(servic
     with pytest.raises(NotFound):
         services.risk.profile(sealed, caller=world.caller("lena"))
     assert services.risk.profile(sealed, caller=world.caller("alice"))["evidence"] == []
-    assert services.risk.runs() == []
+    assert services.risk.runs(SYSTEM) == []

@@ -29,7 +29,7 @@ def test_quick_grid_runs_both_methods_and_reports_the_worst_case(
         assert row["cells"] == 2 and "worst" in row and row["budget_curve"]
     assert evidence.provenance["grid"]["seeds"] == [0]
     assert evidence.provenance["model_digest"] == tiny_version.manifest_digest
-    assert services.risk.profile(tiny_version.reference)["profile_version"] == profile_version
+    assert services.risk.profile(tiny_version.reference, caller=SYSTEM)["profile_version"] == profile_version
     # The base weights are untouched by the attacks: a fresh engine scores as before.
     again, _ = runner.run(SYSTEM, tiny_version.reference, "quick", ["wmdp-bio"], limit=4, max_new_tokens=4)
     assert again.summary["suites"]["wmdp-bio"]["baseline"] == evidence.summary["suites"]["wmdp-bio"]["baseline"]

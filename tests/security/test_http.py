@@ -8,100 +8,16 @@ page), an audit event, and the state left as it was."""
 from __future__ import annotations
 
 import hashlib
-import re
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import timedelta
 from typing import Any
 
-import httpx
-import pytest
 from itsdangerous import URLSafeTimedSerializer
 
-from aperture.access.domain import SYSTEM, Action
-from aperture.bootstrap import build_services, init_instance
-from aperture.settings import Settings
-from aperture.testing.server import running_server
-from aperture.web.app import create_app
+from aperture.access.domain import SYSTEM, Action, Role
 from aperture.web.sessions import COOKIE
-from tests.security.world import World, build_world
-
-PASSWORD = "correct horse battery staple"
-
-
-class SteppingClock:
-    """The system clock, which a test can move forward to expire keys, grants and lock-outs."""
-
-    def __init__(self) -> None:
-        self.offset = timedelta(0)
-
-    def now(self) -> datetime:
-        return datetime.now(UTC) + self.offset
-
-    def advance(self, delta: timedelta) -> None:
-        self.offset += delta
-
-
-@dataclass
-class Desk:
-    world: World
-    clock: SteppingClock
-    url: str
-    admin: dict[str, str]
-
-    @property
-    def services(self) -> Any:
-        return self.world.services
-
-    def key(self, name: str, **extra: Any) -> dict[str, str]:
-        principal = self.services.access.get_principal(name)
-        issued = self.services.access.issue_key(
-            SYSTEM, name=f"{name}-key", principal=name, roles=principal.roles, **extra
-        )
-        return {"Authorization": f"Bearer {issued.text}"}
-
-    def api(self, method: str, path: str, who: dict[str, str] | None = None, **kw: Any) -> httpx.Response:
-        return httpx.request(method, f"{self.url}/api/v1{path}", headers=who or {}, timeout=30, **kw)
-
-    def events(self, action: str) -> list[Any]:
-        """Every audit event with this action, oldest first."""
-        found: list[Any] = []
-        before: int | None = None
-        while page := self.services.audit.list_events(limit=500, before=before):
-            found.extend(e for e in page if e.action == action)
-            before = page[-1].leaf_index
-        return found[::-1]
-
-    def browser(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=30, follow_redirects=False)
-
-
-@pytest.fixture
-def desk(settings: Settings, tmp_path: Path) -> Iterator[Desk]:
-    clock = SteppingClock()
-    services = build_services(settings, clock=clock)
-    try:
-        admin = init_instance(services)
-        world = build_world(services, tmp_path)
-        with running_server(create_app(services)) as url:
-            yield Desk(world, clock, url, {"Authorization": f"Bearer {admin.text}"})
-    finally:
-        services.close()
-
-
-def refused(response: httpx.Response, status: int, code: str, *words: str) -> dict[str, str]:
-    """A JSON error with the status and code, a message naming the problem and a hint."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    error: dict[str, str] = response.json()["error"]
-    assert error["code"] == code and error["message"] and error["hint"], error
-    for word in words:
-        assert word in error["message"], (word, error["message"])
-    return error
-
+from tests.security.desk import PASSWORD, Desk, _csrf, _sign_in, refused
 
 # --- people, states, organisations, programmes, explain ----------------------------------------
 
@@ -166,7 +82,7 @@ def test_bad_people_and_organisations_are_refused_and_nothing_is_created(desk: D
 def test_only_managers_manage_people_and_a_refusal_is_audited(desk: Desk) -> None:
     alice = desk.key("alice")
     before = desk.api("GET", "/principals", desk.admin).json()
-    refused(desk.api("GET", "/principals", alice), 403, "forbidden", "manage principals")
+    refused(desk.api("GET", "/principals", alice), 403, "forbidden", "view principals")
     refused(
         desk.api("POST", "/principals", alice, json={"name": "mallory", "roles": ["administrator"]}), 403, "forbidden"
     )
@@ -174,7 +90,7 @@ def test_only_managers_manage_people_and_a_refusal_is_audited(desk: Desk) -> Non
     refused(desk.api("POST", "/principals", json={"name": "mallory"}), 401, "unauthenticated")
     assert desk.api("GET", "/principals", desk.admin).json() == before
     denied = [e for e in desk.events("access.instance.denied") if e.actor.startswith("alice")]
-    assert len(denied) == 3 and all(e.details["action"] == "manage_principals" for e in denied)
+    assert [e.details["action"] for e in denied] == ["view_principals", "manage_principals", "manage_principals"]
 
 
 def test_explain_says_why_and_only_the_desk_explains_others(desk: Desk) -> None:
@@ -390,17 +306,6 @@ def test_alerts_are_for_the_security_desk(desk: Desk) -> None:
 # --- sign-in, lock-out, CSRF, session cookies -----------------------------------------------------
 
 
-def _csrf(page: httpx.Response) -> str:
-    found = re.search(r'name="csrf" value="([^"]+)"', page.text)
-    assert found, page.text[:500]
-    return found.group(1)
-
-
-def _sign_in(client: httpx.Client, name: str, password: str, next_page: str = "/security") -> httpx.Response:
-    token = _csrf(client.get(f"/login?next={next_page}"))
-    return client.post("/login", data={"name": name, "password": password, "csrf": token, "next": next_page})
-
-
 def test_sign_in_with_an_argon2_password_and_a_signed_session(desk: Desk) -> None:
     desk.services.access.set_password(SYSTEM, "sam", PASSWORD)
     with desk.browser() as client:
@@ -458,17 +363,17 @@ def test_forms_without_or_with_a_wrong_csrf_token_are_refused(desk: Desk) -> Non
         for token in ("", "forged-token"):
             posted = client.post("/security/shares", data={"share": share, "csrf": token})
             assert posted.status_code == 403 and "security token" in posted.text
-        assert desk.services.security.seal_status().presented == 0
+        assert desk.services.security.seal_status(SYSTEM).presented == 0
         presented = client.post("/security/shares", data={"share": share, "csrf": _csrf(client.get("/security"))})
         assert presented.status_code == 303
-        assert desk.services.security.seal_status().presented == 1
+        assert desk.services.security.seal_status(SYSTEM).presented == 1
     with desk.browser() as stranger:  # a token from another session is not this session's
         other = _csrf(stranger.get("/login"))
     with desk.browser() as client:
         assert _sign_in(client, "carol", PASSWORD).status_code == 303
         refused_page = client.post("/security/shares", data={"share": desk.world.shares["carol"], "csrf": other})
         assert refused_page.status_code == 403
-    assert desk.services.security.seal_status().presented == 1
+    assert desk.services.security.seal_status(SYSTEM).presented == 1
 
 
 def test_a_forged_or_foreign_session_cookie_signs_nobody_in(desk: Desk) -> None:
@@ -523,6 +428,50 @@ def test_a_scoped_key_does_only_its_scopes(desk: Desk) -> None:
     grant = {"model": "frontier-7b:1.0", "action": "download", "reason": "x"}
     refused(desk.api("POST", "/grants", scoped, json=grant), 403, "forbidden")
     assert desk.services.security.list_grants(desk.world.caller("sam")) == []
+
+
+def test_a_view_scoped_key_can_do_nothing_else_on_any_path(desk: Desk) -> None:
+    """Before, only Cedar-checked actions looked at a key's scopes: a view-scoped key issued
+    download tokens, revoked grants, issued keys and signed tree heads."""
+    desk.world.unseal()
+    alice, bob = desk.key("alice"), desk.key("bob")
+    gid = _grant(desk, alice)["id"]
+    assert desk.api("POST", f"/grants/{gid}/approve", bob).status_code == 200
+    viewer = desk.key("alice", scopes=["view"])
+    admin = desk.services.access.issue_key(
+        SYSTEM, name="admin read-only", principal="root", roles=(Role.ADMINISTRATOR,), scopes=["view"]
+    )
+    root = {"Authorization": f"Bearer {admin.text}"}
+    tokens = len(desk.events("security.token.issued"))
+    refused(desk.api("POST", f"/grants/{gid}/tokens", viewer, json={"path": "config.json"}), 403, "forbidden")
+    refused(desk.api("POST", f"/grants/{gid}/revoke", viewer), 403, "forbidden")
+    refused(desk.api("POST", "/audit/tree-head", root), 403, "forbidden")
+    refused(desk.api("POST", "/keys", root, json={"name": "x", "principal": "root"}), 403, "forbidden")
+    refused(desk.api("POST", "/models/open-1b/versions/1.0/verify", root), 403, "forbidden")
+    assert len(desk.events("security.token.issued")) == tokens
+    assert desk.api("GET", f"/grants/{gid}", alice).json()["state"] == "approved"
+    assert [k.principal for k in desk.services.access.list_keys(SYSTEM)].count("root") == 1
+
+
+def test_refusals_are_audited_the_same_way_on_every_path(desk: Desk) -> None:
+    """Before, a refusal decided by a role check in a handler or a service left no trace."""
+    researcher = desk.key("alice")
+    finding = {"title": "t", "author": "a", "domain": "bio"}
+    desk.services.access.update_principal(SYSTEM, "pat", roles=[Role.LICENSEE])
+    licensee = desk.key("pat")
+    refused(desk.api("POST", "/audit/tree-head", researcher), 403, "forbidden")
+    refused(desk.api("GET", "/keys", researcher), 403, "forbidden")
+    refused(desk.api("POST", "/models/open-1b/versions/1.0/verify", researcher), 403, "forbidden")
+    refused(desk.api("POST", "/models/open-1b/versions/1.0/findings", licensee, data=finding), 403, "forbidden")
+    instance = [e.details["action"] for e in desk.events("access.instance.denied") if e.actor.startswith("alice")]
+    assert instance == ["sign_tree_head", "manage_keys"]
+    on_assets = [(e.actor.split(" ")[0], e.details["action"]) for e in desk.events("access.decision")]
+    assert ("alice", "verify") in on_assets and ("pat", "assess") in on_assets
+    assert all(
+        e.resource == f"asset:model_version:{desk.world.open_version.id}"
+        for e in desk.events("access.decision")
+        if e.details["action"] in ("verify", "assess")
+    )
 
 
 def test_a_token_raced_by_two_requests_serves_exactly_one(desk: Desk) -> None:

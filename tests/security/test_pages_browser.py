@@ -68,7 +68,7 @@ def test_sign_in_shows_the_security_page_and_a_custodian_presents_a_share(site: 
     with page.expect_navigation():
         page.get_by_role("button", name="Present share").click()
     assert "not carol's share" in page.locator(".error").inner_text()
-    assert world.services.security.seal_status().presented == 1
+    assert world.services.security.seal_status(SYSTEM).presented == 1
     assert page.locator("[data-me]").inner_text() == "carol"  # still signed in on the error page
     assert page.locator(".error code").inner_text() == "aperture seal init"
     shoot(page, "security-wrong-share")
@@ -137,3 +137,23 @@ def test_a_second_person_approves_a_grant_and_the_desk_sees_alerts_and_people(
         shoot(sam, "people")
     finally:
         desk.close()
+
+
+def test_a_person_issues_their_own_key_on_the_account_page(site: str, page: Any, world: World) -> None:
+    sign_in(page, site, "bob", next_page="/account")
+    assert page.url.endswith("/account")
+    assert page.locator("[data-me]").inner_text() == "bob"
+    page.get_by_label("What it is for").fill("laptop")
+    page.get_by_label("Limit it to these actions").fill("view")
+    with page.expect_navigation():
+        page.get_by_role("button", name="Issue a key for myself").click()
+    key_id = page.locator("[data-issued]").get_attribute("data-issued")
+    text = page.locator("code.secret").inner_text()
+    assert text.startswith(f"apk_{key_id}_")
+    row = page.locator(f"[data-key='{key_id}']")
+    assert "laptop" in row.inner_text() and "view" in row.inner_text() and "you" in row.inner_text()
+    shoot(page, "account-key-issued")
+    caller = world.services.access.authenticate(text)
+    assert caller.principal == "bob" and caller.scopes == ("view",) and caller.issued_by == ()
+    page.goto(site + "/account")
+    assert page.locator("code.secret").count() == 0  # shown once

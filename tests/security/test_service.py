@@ -48,7 +48,7 @@ def test_a_partner_state_org_below_the_conditions_never_reaches_the_upper_tier(w
         world.services.registry.get_version("frontier-7b", "1.0", quinn)
     with pytest.raises(NotFound):
         world.services.security.request_grant(quinn, "frontier-7b:1.0", Action.DOWNLOAD, reason="x")
-    decision = world.services.access.explain("quinn", Action.VIEW, version_asset(world.sealed.id))
+    decision = world.services.access.explain(SYSTEM, "quinn", Action.VIEW, version_asset(world.sealed.id))
     assert not decision.allowed and "partner-upper-tier-conditions" in decision.reasons
     denials = [e for e in _events(world.services, "access.decision") if e["actor"].startswith("quinn")]
     assert denials and all(e["allowed"] is False for e in denials)
@@ -93,25 +93,25 @@ def test_the_seal_survives_a_restart_sealed_and_refuses_wrong_or_repeated_shares
     world: World, instance: Instance
 ) -> None:
     world.unseal()
-    assert not world.services.security.seal_status().sealed
+    assert not world.services.security.seal_status(SYSTEM).sealed
     restarted = build_services(world.services.settings)
     try:
         security = restarted.security
-        assert security.seal_status().sealed
+        assert security.seal_status(SYSTEM).sealed
         carol = world.caller("carol")
         with pytest.raises(InvalidInput):  # dave's share presented by carol
             security.present_share(carol, world.shares["dave"])
         with pytest.raises(InvalidInput):  # a made-up share
             security.present_share(carol, world.shares["carol"][:-4] + "beef")
-        assert security.seal_status().presented == 0
+        assert security.seal_status(SYSTEM).presented == 0
         security.present_share(carol, world.shares["carol"])
         with pytest.raises(Conflict):
             security.present_share(carol, world.shares["carol"])
-        assert security.seal_status().presented == 1 and security.seal_status().sealed
+        assert security.seal_status(SYSTEM).presented == 1 and security.seal_status(SYSTEM).sealed
         with pytest.raises(Forbidden):  # not a custodian
             security.present_share(world.caller("alice"), world.shares["erin"])
         security.present_share(world.caller("erin"), world.shares["erin"])
-        assert not security.seal_status().sealed
+        assert not security.seal_status(SYSTEM).sealed
         kinds = [a.kind.value for a in security.alerts(world.caller("sam"))]
         assert kinds.count("bad_unseal_share") == 2
     finally:

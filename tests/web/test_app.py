@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from aperture.access.domain import SYSTEM, Role
 from aperture.core.db import SCHEMA_HEAD
 from aperture.testing.server import running_server
 from aperture.web.app import create_app
@@ -56,21 +57,38 @@ def test_missing_or_unknown_keys_get_401_with_a_json_error(base_url: str, header
     assert "Bearer" in error["hint"]
 
 
-def test_a_non_admin_cannot_issue_keys(base_url: str, instance: Instance) -> None:
+def test_a_key_for_someone_else_takes_two_administrators(base_url: str, instance: Instance) -> None:
     admin = {"Authorization": f"Bearer {instance.admin_key}"}
-    created = httpx.post(
-        f"{base_url}/api/v1/keys", headers=admin, json={"name": "n", "principal": "p", "roles": ["researcher"]}
-    )
-    assert created.status_code == 201
-    researcher = {"Authorization": f"Bearer {created.json()['key']}"}
+    body = {"name": "n", "principal": "p", "roles": ["researcher"]}
+    alone = httpx.post(f"{base_url}/api/v1/keys", headers=admin, json=body)
+    assert alone.status_code == 403 and "key-requests" in alone.json()["error"]["hint"]
+    asked = httpx.post(f"{base_url}/api/v1/key-requests", headers=admin, json=body)
+    assert asked.status_code == 201 and asked.json()["status"] == "pending"
+    approve = f"{base_url}/api/v1/key-requests/{asked.json()['id']}/approve"
+    own = httpx.post(approve, headers=admin)
+    assert own.status_code == 403 and "second administrator" in own.json()["error"]["message"]
+    second = instance.services.access.issue_key(SYSTEM, name="second", principal="admin2", roles=(Role.ADMINISTRATOR,))
+    approved = httpx.post(approve, headers={"Authorization": f"Bearer {second.text}"})
+    assert approved.status_code == 201 and approved.json()["issued_by"] == ["admin", "system", "admin2"]
+    researcher = {"Authorization": f"Bearer {approved.json()['key']}"}
+    assert httpx.get(f"{base_url}/api/v1/whoami", headers=researcher).json()["issued_by"] == [
+        "admin",
+        "system",
+        "admin2",
+    ]
     refused = httpx.post(f"{base_url}/api/v1/keys", headers=researcher, json={"name": "x", "principal": "y"})
     assert refused.status_code == 403
     assert refused.json()["error"]["code"] == "forbidden"
+    refused = httpx.post(f"{base_url}/api/v1/key-requests", headers=researcher, json={"name": "x", "principal": "y"})
+    assert refused.status_code == 403
+    for_self = httpx.post(f"{base_url}/api/v1/keys", headers=researcher, json={"name": "mine"})
+    assert for_self.status_code == 201 and for_self.json()["principal"] == "p"
+    assert for_self.json()["issued_by"] == ["admin", "system", "admin2"]  # the chain is kept
 
 
 def test_malformed_json_gets_422_and_changes_nothing(base_url: str, instance: Instance) -> None:
     admin = {"Authorization": f"Bearer {instance.admin_key}", "Content-Type": "application/json"}
-    before = len(instance.services.access.list_keys())
+    before = len(instance.services.access.list_keys(SYSTEM))
     response = httpx.post(f"{base_url}/api/v1/keys", headers=admin, content=b'{"name": "x", ')
     assert response.status_code == 422
     assert response.json()["error"]["code"] == "invalid_input"
@@ -79,7 +97,7 @@ def test_malformed_json_gets_422_and_changes_nothing(base_url: str, instance: In
     )
     assert bad_role.status_code == 422
     assert "roles" in bad_role.json()["error"]["message"]
-    assert len(instance.services.access.list_keys()) == before
+    assert len(instance.services.access.list_keys(SYSTEM)) == before
 
 
 def test_unknown_api_route_is_a_json_404_and_unknown_page_is_html(base_url: str) -> None:

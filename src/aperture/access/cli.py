@@ -41,7 +41,9 @@ def issue(
     scope: list[str] = typer.Option([], help="Limit the key to these actions (repeat), e.g. view, download."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Issue a key (operator action on the instance). The key text is shown once."""
+    """Issue a key as the local operator (recorded as issued by `system`). The key text is shown once.
+
+    Over the API a key for someone else takes two administrators (POST /api/v1/key-requests)."""
     services = state(ctx).services
     require_initialised(services)
     try:
@@ -67,6 +69,7 @@ def _key_json(k: ApiKey) -> dict[str, Any]:
         "created_at": k.created_at.isoformat(),
         "expires_at": k.expires_at.isoformat() if k.expires_at else None,
         "revoked_at": k.revoked_at.isoformat() if k.revoked_at else None,
+        "issued_by": list(k.issued_by),
     }
 
 
@@ -76,14 +79,17 @@ def list_keys(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", 
     """List keys (never their secrets)."""
     services = state(ctx).services
     require_initialised(services)
-    keys = services.access.list_keys()
+    keys = services.access.list_keys(SYSTEM)
     if as_json:
         print_json([_key_json(k) for k in keys])
         return
-    table = Table("key id", "name", "principal", "roles", "scopes", "state")
+    table = Table("key id", "name", "principal", "roles", "scopes", "issued by", "state")
     for k in keys:
         scopes = "all" if k.scopes is None else ",".join(k.scopes)
-        table.add_row(k.key_id, k.name, k.principal, ",".join(k.roles), scopes, "revoked" if k.revoked_at else "active")
+        state_text = "revoked" if k.revoked_at else "active"
+        table.add_row(
+            k.key_id, k.name, k.principal, ",".join(k.roles), scopes, ", ".join(k.issued_by) or "its holder", state_text
+        )
     out_console.print(table)
 
 
@@ -322,7 +328,7 @@ def list_assets(ctx: typer.Context, as_json: bool = typer.Option(False, "--json"
     """Every classified asset with its level and programme (the operator's view)."""
     services = state(ctx).services
     require_initialised(services)
-    found = services.access.classifications()
+    found = services.access.classifications(SYSTEM)
     if as_json:
         print_json(
             [
@@ -352,11 +358,18 @@ def explain(
     resource: str = typer.Argument(
         "instance", help="NAME:VERSION of a model version, KIND:ID of another asset, or `instance`."
     ),
+    key: str | None = typer.Option(
+        None, "--key", help="Ask with your API key (apk_...): your own decisions, or anyone's for the security desk."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Why PRINCIPAL may or may not do ACTION on RESOURCE: the deciding Cedar policies and the facts."""
+    """Why PRINCIPAL may or may not do ACTION on RESOURCE: the deciding Cedar policies and the facts.
+
+    Without --key the local operator asks (and sees every asset). With a key, naming an asset you
+    may not see reads exactly like naming one that does not exist."""
     services = state(ctx).services
     require_initialised(services)
+    caller = SYSTEM if key is None else services.access.authenticate(key.strip())
     chosen = _choice(Action, action, "action")
     asset: AssetRef | None = None
     if resource != "instance":
@@ -364,9 +377,9 @@ def explain(
         if kind in {k.value for k in AssetKind}:
             asset = AssetRef(AssetKind(kind), rest)
         else:
-            version = services.registry.find_version(resource)
+            version = services.registry.find_version(resource, caller)
             asset = AssetRef(AssetKind.MODEL_VERSION, version.id)
-    decision = services.access.explain(principal, chosen, asset)
+    decision = services.access.explain(caller, principal, chosen, asset)
     if as_json:
         print_json(
             {

@@ -51,6 +51,53 @@ class ApiKey:
     expires_at: datetime | None
     revoked_at: datetime | None
     scopes: tuple[str, ...] | None = None  # None: every action
+    # Who issued it: the administrators who requested and approved it, and whoever issued the keys
+    # they used (so a chain of keys never hides its first issuer); `system` for the local operator;
+    # empty for a key a person issued for themself after signing in with their password.
+    issued_by: tuple[str, ...] = ()
+
+
+class KeyRequestStatus(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRequest:
+    """A key for someone else, asked for by one administrator; a second approves it (and receives
+    the key text once). `requested_with` names who issued the requesting administrator's key."""
+
+    id: str
+    name: str
+    principal: str
+    roles: tuple[Role, ...]
+    scopes: tuple[str, ...] | None
+    expires_at: datetime | None
+    requested_by: str
+    requested_with: tuple[str, ...]
+    requested_at: datetime
+    status: KeyRequestStatus = KeyRequestStatus.PENDING
+    approved_by: str | None = None
+    approved_at: datetime | None = None
+    key_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UiSession:
+    """A sign-in on the pages. The cookie holds a random session id; the database keeps its hash,
+    so signing out (or a password change, or disabling) ends it for every copy of the cookie."""
+
+    principal: str
+    epoch: int  # the principal's session epoch at sign-in: a later bump ends the session too
+    started_at: datetime
+    expires_at: datetime
+    ended_at: datetime | None = None
+
+    def live(self, now: datetime, current_epoch: int) -> bool:
+        return self.ended_at is None and now < self.expires_at and self.epoch == current_epoch
+
+
+ACTOR_LIMIT = 200  # the audit log's limit on an event's actor
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +105,10 @@ class Caller:
     """Who is acting: the principal behind an authenticated key or session (or `anonymous`).
 
     `scopes` limits what a scoped API key may do (None: every action its roles allow); `origin`
-    is where the request came from (the client address), kept for alerts and the audit log.
+    is where the request came from (the client address), kept for alerts and the audit log;
+    `issued_by` names who issued the key (see `ApiKey.issued_by`): it is part of the actor of every
+    event done with the key, and the two-person rules refuse an approval from a key the requester
+    issued.
     """
 
     principal: str
@@ -67,16 +117,38 @@ class Caller:
     scopes: tuple[str, ...] | None = None
     origin: str | None = None
     session: bool = False
+    issued_by: tuple[str, ...] = ()
 
     def has(self, role: Role) -> bool:
+        """Whether the caller holds a role (for display; decisions go through the access service)."""
         return role in self.roles
 
     @property
+    def signed_in(self) -> bool:
+        """Authenticated by a key or a password session (the local operator counts as signed in)."""
+        return self.key_id is not None or self.session or self.principal == OPERATOR
+
+    @property
     def actor(self) -> str:
-        """How the caller appears in audit events."""
-        if self.key_id:
-            return f"{self.principal} (key {self.key_id})"
-        return f"{self.principal} (session)" if self.session else self.principal
+        """How the caller appears in audit events: the principal, the key and who issued it."""
+        if not self.key_id:
+            return f"{self.principal} (session)" if self.session else self.principal
+        return actor_text(self.principal, self.key_id, self.issued_by)
+
+
+def actor_text(principal: str, key_id: str, issued_by: Sequence[str]) -> str:
+    """`alice (key ab12cd34, issued by bob+carol)`, shortened to the audit log's limit."""
+    base = f"{principal[:150]} (key {key_id}"
+    if not issued_by:
+        return base + ")"
+    names = list(issued_by)
+    while names:
+        left = len(issued_by) - len(names)
+        text = f"{base}, issued by {'+'.join(names)}" + (f" +{left} more" if left else "") + ")"
+        if len(text) <= ACTOR_LIMIT:
+            return text
+        names.pop()
+    return f"{base}, issued by {len(issued_by)} people)"[:ACTOR_LIMIT]
 
 
 ANONYMOUS = Caller(principal="anonymous", roles=(Role.PUBLIC,))
@@ -313,6 +385,10 @@ def check_classification(level: SecurityLevel, programme: str | None) -> None:
 
 
 class Action(StrEnum):
+    """What a caller may ask to do. `VIEW` on an asset is seeing that it exists and reading what it
+    says; `VIEW` on the instance is reading its shared directory (states, organisations,
+    programmes, the seal's state, the evaluation suites), open to every signed-in caller."""
+
     VIEW = "view"
     DOWNLOAD = "download"
     EXPORT = "export"  # bulk export of a whole model
@@ -367,6 +443,24 @@ class Action(StrEnum):
     RAID_DISCLOSE = "raid_disclose"  # advisories, embargoes, telling affected parties, publication
     RAID_PUBLISH_EARLY = "raid_publish_early"  # the recorded decision to publish before the embargo ends
     RAID_MANAGE = "raid_manage"  # the routing table, contacts, the outbox
+    # --- access (policies in access.cedar)
+    ISSUE_KEY = "issue_key"  # one's own key, or the local operator's
+    REQUEST_KEY = "request_key"  # an administrator asks for a key for someone else
+    APPROVE_KEY = "approve_key"  # a second administrator approves that request
+    MANAGE_KEYS = "manage_keys"  # list and revoke keys
+    VIEW_PRINCIPALS = "view_principals"
+    CHANGE_PASSWORD = "change_password"  # noqa: S105 - an action: changing one's own password
+    EXPLAIN = "explain"
+    # --- security (policies in security.cedar and grants.cedar)
+    REVOKE_GRANT = "revoke_grant"
+    ACKNOWLEDGE_ALERT = "acknowledge_alert"
+    # --- registry (policies in registry.cedar)
+    REGISTER_MODEL = "register_model"
+    VERIFY = "verify"  # re-hash every stored file of a version
+    # --- risk (policies in risk.cedar)
+    ASSESS = "assess"  # run suites on a version, import evidence, attach findings, read item results
+    # --- audit (policies in audit.cedar)
+    SIGN_TREE_HEAD = "sign_tree_head"
 
 
 WEIGHT_ACTIONS = (Action.DOWNLOAD, Action.EXPORT, Action.COPY_TO_HUB)
@@ -485,22 +579,74 @@ def decision_context(
     security_officer_approved: bool = False,
     requester: str | None = None,
     facts: Mapping[str, bool | int | str] | None = None,
+    own: bool = False,
+    involved: bool = False,
+    second_person: bool = False,
+    as_officer: bool = False,
 ) -> dict[str, Any]:
     """What the request carries besides the entities: the caller's roles (from the key or session,
-    so a key restricted to fewer roles acts with fewer), grant facts, the grant's requester, and
-    facts about the record acted on that a policy needs (`own_organisation`: the application or
-    licence is the caller's organisation's; `proposer`: the caller proposed it). A fact never
-    replaces the roles or the grant facts."""
-    reserved = ("roles", "grant", "security_officer_approved", "requester")
+    so a key restricted to fewer roles acts with fewer), whether it is signed in, and the facts of
+    the record acted on: grant facts, the grant's requester, whether the record is the caller's own
+    (their key, their password, their explanation), whether the caller is party to it (a grant
+    they requested or approved), and whether an approval comes from a second person
+    (`distinct_hands`) and is meant to count as the security officer's. Every fact is present,
+    false unless the service says otherwise. `facts` carries the facts of an area's record that its
+    policies need (`own_organisation`: the application or licence is the caller's organisation's;
+    `proposer`: the caller proposed it); a fact never replaces the roles or the grant facts."""
+    reserved = (
+        "roles",
+        "authenticated",
+        "grant",
+        "security_officer_approved",
+        "requester",
+        "own",
+        "involved",
+        "second_person",
+        "as_officer",
+    )
     context: dict[str, Any] = {name: value for name, value in (facts or {}).items() if name not in reserved}
     context |= {
         "roles": [role.value for role in caller.roles],
+        "authenticated": caller.signed_in,
         "grant": grant,
         "security_officer_approved": security_officer_approved,
+        "own": own,
+        "involved": involved,
+        "second_person": second_person,
+        "as_officer": as_officer,
     }
     if requester is not None:
         context["requester"] = {"__entity": _entity("Person", requester)}
     return context
+
+
+def distinct_hands(first: str, first_issuers: Sequence[str], second: str, second_issuers: Sequence[str]) -> bool:
+    """Whether two acts (a request and its approval) come from two people: different principals,
+    and neither issued the key the other acted with. An administrator who issued a key for
+    someone holds that key's text once; acts done with it are not a second person's."""
+    return first != second and first not in second_issuers and second not in first_issuers
+
+
+RESERVED_PRINCIPALS = (OPERATOR, UNREGISTERED)
+
+
+def check_key_principal(principal: str) -> str:
+    """A key acts for a principal; never for the local operator or the anonymous public (a key for
+    `system` would carry the operator's clearance)."""
+    name = principal.strip()
+    if not name:
+        raise InvalidInput("a key needs a principal", hint="pass the person or service account it acts for")
+    if name in RESERVED_PRINCIPALS:
+        raise InvalidInput(f"{name!r} is reserved: no key acts for it", hint="issue the key to a named principal")
+    return name
+
+
+def issuers_of(*hands: tuple[str, Sequence[str]]) -> tuple[str, ...]:
+    """Everyone behind a key: each issuing person and whoever issued the keys they acted with."""
+    names: list[str] = []
+    for principal, issued_by in hands:
+        names.extend([principal, *issued_by])
+    return tuple(dict.fromkeys(names))
 
 
 def scope_allows(caller: Caller, action: Action) -> bool:

@@ -1,11 +1,15 @@
-"""/api/v1/whoami and /api/v1/keys: the caller, and API keys for administrators."""
+"""/api/v1/whoami, /api/v1/keys, /api/v1/key-requests, the directory and explanations.
+
+Handlers only authenticate (`SignedIn`); what the caller may do is decided by the access service.
+A key for yourself is issued at once; a key for someone else is asked for by one administrator
+and approved by a second, who receives it once."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from aperture.access.domain import (
@@ -13,7 +17,7 @@ from aperture.access.domain import (
     ApiKey,
     AssetKind,
     AssetRef,
-    Caller,
+    KeyRequest,
     Organisation,
     OrganisationKind,
     Principal,
@@ -26,7 +30,7 @@ from aperture.access.domain import (
     parse_level,
 )
 from aperture.core.errors import InvalidInput
-from aperture.http_support import caller_dependency, require_authenticated, require_role
+from aperture.http_support import SignedIn
 
 if TYPE_CHECKING:
     from aperture.bootstrap import Services
@@ -36,6 +40,7 @@ class WhoAmI(BaseModel):
     principal: str
     roles: list[str]
     key_id: str | None
+    issued_by: list[str] = Field(default_factory=list, description="Who issued the key (empty: yourself).")
 
 
 class KeyOut(BaseModel):
@@ -47,14 +52,40 @@ class KeyOut(BaseModel):
     expires_at: datetime | None
     revoked_at: datetime | None
     scopes: list[str] | None = None
+    issued_by: list[str] = Field(default_factory=list, description="Who issued it (empty: its holder).")
 
 
 class KeyIssueIn(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    principal: str | None = Field(
+        None, min_length=1, max_length=200, description="Yourself (the default); keys for others: /key-requests."
+    )
+    roles: list[Role] | None = Field(None, min_length=1, description="Default: the roles you act with.")
+    expires_at: datetime | None = None
+    scopes: list[str] | None = Field(None, description="Actions the key may do (default: all its roles allow).")
+
+
+class KeyRequestIn(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     principal: str = Field(min_length=1, max_length=200)
     roles: list[Role] = Field(default_factory=lambda: [Role.RESEARCHER], min_length=1)
     expires_at: datetime | None = None
     scopes: list[str] | None = Field(None, description="Actions the key may do (default: all its roles allow).")
+
+
+class KeyRequestOut(BaseModel):
+    id: str
+    name: str
+    principal: str
+    roles: list[str]
+    scopes: list[str] | None
+    expires_at: datetime | None
+    requested_by: str
+    requested_at: datetime
+    status: str = Field(description="pending or approved")
+    approved_by: str | None
+    approved_at: datetime | None
+    key_id: str | None
 
 
 class KeyIssued(KeyOut):
@@ -71,27 +102,55 @@ def _key_out(key: ApiKey) -> KeyOut:
         expires_at=key.expires_at,
         revoked_at=key.revoked_at,
         scopes=None if key.scopes is None else list(key.scopes),
+        issued_by=list(key.issued_by),
     )
 
 
 def build_router(services: Services) -> APIRouter:
     router = APIRouter(tags=["access"])
-    caller_of = caller_dependency(services)
+    access = services.access
 
     @router.get("/whoami", response_model=WhoAmI)
-    def whoami(caller: Caller = Depends(caller_of)) -> WhoAmI:
-        require_authenticated(caller)
-        return WhoAmI(principal=caller.principal, roles=[r.value for r in caller.roles], key_id=caller.key_id)
+    def whoami(caller: SignedIn) -> WhoAmI:
+        return WhoAmI(
+            principal=caller.principal,
+            roles=[r.value for r in caller.roles],
+            key_id=caller.key_id,
+            issued_by=list(caller.issued_by),
+        )
 
     @router.get("/keys", response_model=list[KeyOut])
-    def list_keys(caller: Caller = Depends(caller_of)) -> list[KeyOut]:
-        require_role(caller, Role.ADMINISTRATOR)
-        return [_key_out(key) for key in services.access.list_keys()]
+    def list_keys(caller: SignedIn) -> list[KeyOut]:
+        return [_key_out(key) for key in access.list_keys(caller)]
 
-    @router.post("/keys", response_model=KeyIssued, status_code=201)
-    def issue_key(body: KeyIssueIn, caller: Caller = Depends(caller_of)) -> KeyIssued:
-        require_role(caller, Role.ADMINISTRATOR)
-        issued = services.access.issue_key(
+    @router.post("/keys", response_model=KeyIssued, status_code=201, summary="Issue a key for yourself (shown once)")
+    def issue_key(body: KeyIssueIn, caller: SignedIn) -> KeyIssued:
+        issued = access.issue_key(
+            caller,
+            name=body.name,
+            principal=body.principal or caller.principal,
+            roles=None if body.roles is None else tuple(body.roles),
+            expires_at=body.expires_at,
+            scopes=body.scopes,
+        )
+        return KeyIssued(**_key_out(issued.key).model_dump(), key=issued.text)
+
+    @router.delete("/keys/{key_id}", response_model=KeyOut)
+    def revoke_key(key_id: str, caller: SignedIn) -> KeyOut:
+        return _key_out(access.revoke_key(caller, key_id))
+
+    @router.get("/key-requests", response_model=list[KeyRequestOut], summary="Key requests (administrators)")
+    def list_key_requests(caller: SignedIn) -> list[KeyRequestOut]:
+        return [_request_out(request) for request in access.key_requests(caller)]
+
+    @router.post(
+        "/key-requests",
+        response_model=KeyRequestOut,
+        status_code=201,
+        summary="Ask for a key for someone else (an administrator; a second one approves)",
+    )
+    def request_key(body: KeyRequestIn, caller: SignedIn) -> KeyRequestOut:
+        request = access.request_key(
             caller,
             name=body.name,
             principal=body.principal,
@@ -99,23 +158,25 @@ def build_router(services: Services) -> APIRouter:
             expires_at=body.expires_at,
             scopes=body.scopes,
         )
+        return _request_out(request)
+
+    @router.post(
+        "/key-requests/{request_id}/approve",
+        response_model=KeyIssued,
+        status_code=201,
+        summary="Approve a key request (a second administrator): the key is shown once, to you",
+    )
+    def approve_key_request(request_id: str, caller: SignedIn) -> KeyIssued:
+        issued = access.approve_key_request(caller, request_id)
         return KeyIssued(**_key_out(issued.key).model_dump(), key=issued.text)
 
-    @router.delete("/keys/{key_id}", response_model=KeyOut)
-    def revoke_key(key_id: str, caller: Caller = Depends(caller_of)) -> KeyOut:
-        require_role(caller, Role.ADMINISTRATOR)
-        return _key_out(services.access.revoke_key(caller, key_id))
-
     @router.get("/principals", response_model=list[PrincipalOut], tags=["access"])
-    def list_principals(caller: Caller = Depends(caller_of)) -> list[PrincipalOut]:
-        require_authenticated(caller)
-        services.access.require_instance(caller, Action.MANAGE_PRINCIPALS)
-        return [principal_out(p) for p in services.access.list_principals()]
+    def list_principals(caller: SignedIn) -> list[PrincipalOut]:
+        return [principal_out(p) for p in access.principals(caller)]
 
     @router.post("/principals", response_model=PrincipalOut, status_code=201, tags=["access"])
-    def add_principal(body: PrincipalIn, caller: Caller = Depends(caller_of)) -> PrincipalOut:
-        require_authenticated(caller)
-        added = services.access.add_principal(
+    def add_principal(body: PrincipalIn, caller: SignedIn) -> PrincipalOut:
+        added = access.add_principal(
             caller,
             body.name,
             kind=body.kind,
@@ -129,9 +190,8 @@ def build_router(services: Services) -> APIRouter:
         return principal_out(added)
 
     @router.patch("/principals/{name}", response_model=PrincipalOut, tags=["access"])
-    def update_principal(name: str, body: PrincipalPatch, caller: Caller = Depends(caller_of)) -> PrincipalOut:
-        require_authenticated(caller)
-        changed = services.access.update_principal(
+    def update_principal(name: str, body: PrincipalPatch, caller: SignedIn) -> PrincipalOut:
+        changed = access.update_principal(
             caller,
             name,
             organisation=body.organisation,
@@ -144,8 +204,7 @@ def build_router(services: Services) -> APIRouter:
         return principal_out(changed)
 
     @router.get("/states", response_model=list[StateIO], tags=["access"])
-    def list_states(caller: Caller = Depends(caller_of)) -> list[StateIO]:
-        require_authenticated(caller)
+    def list_states(caller: SignedIn) -> list[StateIO]:
         return [
             StateIO(
                 code=s.code,
@@ -155,19 +214,17 @@ def build_router(services: Services) -> APIRouter:
                 cyber_assurance=str(s.cyber_assurance),
                 rule_of_law=s.rule_of_law,
             )
-            for s in services.access.list_states()
+            for s in access.states(caller)
         ]
 
     @router.put("/states/{code}", response_model=StateIO, tags=["access"])
-    def save_state(code: str, body: StateIO, caller: Caller = Depends(caller_of)) -> StateIO:
-        require_authenticated(caller)
+    def save_state(code: str, body: StateIO, caller: SignedIn) -> StateIO:
         state = State(code, body.name, body.kind, body.eu, parse_level(body.cyber_assurance), body.rule_of_law)
-        services.access.save_state(caller, state)
+        access.save_state(caller, state)
         return body.model_copy(update={"code": code})
 
     @router.get("/organisations", response_model=list[OrganisationIO], tags=["access"])
-    def list_organisations(caller: Caller = Depends(caller_of)) -> list[OrganisationIO]:
-        require_authenticated(caller)
+    def list_organisations(caller: SignedIn) -> list[OrganisationIO]:
         return [
             OrganisationIO(
                 name=o.name,
@@ -177,39 +234,33 @@ def build_router(services: Services) -> APIRouter:
                 parent=o.parent,
                 foreign_control=o.foreign_control,
             )
-            for o in services.access.list_organisations()
+            for o in access.organisations(caller)
         ]
 
     @router.put("/organisations/{name}", response_model=OrganisationIO, tags=["access"])
-    def save_organisation(name: str, body: OrganisationIO, caller: Caller = Depends(caller_of)) -> OrganisationIO:
-        require_authenticated(caller)
+    def save_organisation(name: str, body: OrganisationIO, caller: SignedIn) -> OrganisationIO:
         organisation = Organisation(name, body.title, body.kind, body.state, body.parent, body.foreign_control)
-        services.access.save_organisation(caller, organisation)
+        access.save_organisation(caller, organisation)
         return body.model_copy(update={"name": name})
 
     @router.get("/programmes", response_model=list[ProgrammeIO], tags=["access"])
-    def list_programmes(caller: Caller = Depends(caller_of)) -> list[ProgrammeIO]:
-        require_authenticated(caller)
-        return [ProgrammeIO(name=p.name, title=p.title) for p in services.access.list_programmes()]
+    def list_programmes(caller: SignedIn) -> list[ProgrammeIO]:
+        return [ProgrammeIO(name=p.name, title=p.title) for p in access.programmes(caller)]
 
     @router.post("/programmes", response_model=ProgrammeIO, status_code=201, tags=["access"])
-    def add_programme(body: ProgrammeIO, caller: Caller = Depends(caller_of)) -> ProgrammeIO:
-        require_authenticated(caller)
-        added = services.access.add_programme(caller, body.name, body.title)
+    def add_programme(body: ProgrammeIO, caller: SignedIn) -> ProgrammeIO:
+        added = access.add_programme(caller, body.name, body.title)
         return ProgrammeIO(name=added.name, title=added.title)
 
     @router.get("/access/explain", response_model=ExplanationOut, tags=["access"])
     def explain(
         principal: str,
         action: Action,
+        caller: SignedIn,
         resource: str = Query("instance", description="`instance`, or an asset `KIND:ID`, e.g. model_version:…"),
-        caller: Caller = Depends(caller_of),
     ) -> ExplanationOut:
-        require_authenticated(caller)
-        if caller.principal != principal:
-            services.access.require_instance(caller, Action.VIEW_SECURITY)
         asset = None if resource == "instance" else asset_ref(resource)
-        decision = services.access.explain(principal, action, asset)
+        decision = access.explain(caller, principal, action, asset)
         return ExplanationOut(
             allowed=decision.allowed,
             reasons=list(decision.reasons),
@@ -218,6 +269,23 @@ def build_router(services: Services) -> APIRouter:
         )
 
     return router
+
+
+def _request_out(request: KeyRequest) -> KeyRequestOut:
+    return KeyRequestOut(
+        id=request.id,
+        name=request.name,
+        principal=request.principal,
+        roles=[r.value for r in request.roles],
+        scopes=None if request.scopes is None else list(request.scopes),
+        expires_at=request.expires_at,
+        requested_by=request.requested_by,
+        requested_at=request.requested_at,
+        status=request.status.value,
+        approved_by=request.approved_by,
+        approved_at=request.approved_at,
+        key_id=request.key_id,
+    )
 
 
 def asset_ref(text: str) -> AssetRef:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,6 +26,7 @@ from aperture.access.domain import (
     INSTANCE_UID,
     KEY_PREFIX,
     OPERATOR,
+    RESERVED_PRINCIPALS,
     UNREGISTERED,
     Action,
     ApiKey,
@@ -33,6 +34,8 @@ from aperture.access.domain import (
     Caller,
     Classification,
     Decision,
+    KeyRequest,
+    KeyRequestStatus,
     Organisation,
     Principal,
     PrincipalKind,
@@ -40,19 +43,23 @@ from aperture.access.domain import (
     Role,
     SecurityLevel,
     State,
+    UiSession,
     Vetting,
     after_failed_login,
     cedar_entities,
     check_classification,
     check_clearance,
+    check_key_principal,
     check_name,
     check_password_strength,
     check_scopes,
     check_state,
     cleared_for,
     decision_context,
+    distinct_hands,
     hash_secret,
     is_locked,
+    issuers_of,
     key_matches,
     key_usable,
     parse_key,
@@ -63,6 +70,7 @@ from aperture.audit.service import AuditLog
 from aperture.core.clock import Clock
 from aperture.core.db import Database
 from aperture.core.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
+from aperture.core.ids import new_id
 
 # Told of every decision on an asset: (caller, decision, classification, purpose), where purpose is
 # "read" for a use of the asset and "list" for a listing that only shows it exists.
@@ -76,6 +84,7 @@ class AccessSettings:
     refresh_s: float = 1.0
     login_max_failures: int = 5
     login_lockout: timedelta = timedelta(minutes=15)
+    session_ttl: timedelta = timedelta(hours=8)
 
 
 @dataclass(frozen=True)
@@ -102,6 +111,7 @@ class AccessService:
         self.engine = engine or PolicyEngine.shipped()
         self.config = config or AccessSettings()
         self.passwords = PasswordHasher()
+        self._dummy: str | None = None
         self._observers: list[DecisionObserver] = []
         self._lock = threading.Lock()
         self._entities: cedarpy.Entities | None = None
@@ -110,39 +120,184 @@ class AccessService:
         self._generation = -1
         self._checked_at = 0.0
 
+    # --- API keys -----------------------------------------------------------------------
+    #
+    # A key for a person comes from that person (signed in, for themself) or from two
+    # administrators (one asks, a second approves); the local operator (the CLI) issues keys too.
+    # Every key records who issued it, and every act done with it carries that (`Caller.actor`).
+
     def issue_key(
         self,
         caller: Caller,
         *,
         name: str,
         principal: str,
-        roles: tuple[Role, ...],
+        roles: Sequence[Role] | None = None,
         expires_at: datetime | None = None,
         scopes: Sequence[str] | None = None,
     ) -> IssuedKey:
-        if not caller.has(Role.ADMINISTRATOR):
-            raise Forbidden("only an administrator may issue API keys", hint="ask an administrator")
-        if not name.strip() or not principal.strip():
-            raise InvalidInput("a key needs a name and a principal", hint="pass --name and --principal")
+        """A key issued at once: the caller's own (never with more roles or scopes than the caller
+        acts with), or any key when the caller is the local operator. A key for someone else over
+        the API is `request_key` by one administrator and `approve_key_request` by a second."""
+        own = principal.strip() == caller.principal
+        self.require_instance(
+            caller,
+            Action.ISSUE_KEY,
+            own=own,
+            hint="a key for someone else takes two administrators: one asks (POST /api/v1/key-requests), "
+            "a second approves it",
+        )
+        principal = check_key_principal(principal)
+        if own:
+            chosen = caller.roles if roles is None else tuple(roles)
+            beyond = sorted(role.value for role in chosen if role not in caller.roles)
+            if beyond:
+                raise InvalidInput(
+                    f"your key cannot carry roles you do not act with: {', '.join(beyond)}",
+                    hint="give the new key some of your own roles",
+                )
+            if caller.scopes is not None and "*" not in caller.scopes:
+                wanted = ("*",) if scopes is None else check_scopes(scopes)
+                if "*" in wanted or not set(wanted) <= set(caller.scopes):
+                    raise InvalidInput(
+                        "your key cannot do more than the key you act with",
+                        hint="limit it to some of these scopes: " + ", ".join(caller.scopes),
+                    )
+            issued_by = caller.issued_by
+        else:  # the local operator
+            chosen = (Role.RESEARCHER,) if roles is None else tuple(roles)
+            issued_by = (caller.principal,)
+        return self._new_key(caller, name, principal, chosen, expires_at, scopes, issued_by, {})
+
+    def request_key(
+        self,
+        caller: Caller,
+        *,
+        name: str,
+        principal: str,
+        roles: Sequence[Role] = (Role.RESEARCHER,),
+        expires_at: datetime | None = None,
+        scopes: Sequence[str] | None = None,
+    ) -> KeyRequest:
+        """An administrator asks for a key for someone; a second administrator approves it."""
+        principal = check_key_principal(principal)
+        self.require_instance(caller, Action.REQUEST_KEY)
         now = self.clock.now()
-        if expires_at is not None and expires_at <= now:
-            raise InvalidInput("the expiry is in the past", hint="give a future time, or none")
         key_scopes = None if scopes is None else check_scopes(scopes)
         with self.database.transaction() as connection:
-            registered = store.load_principal(connection, principal)
-            if registered is not None:
-                extra = sorted(role.value for role in roles if role not in registered.roles)
-                if extra:
-                    raise InvalidInput(
-                        f"{principal} does not hold the role(s) {', '.join(extra)}",
-                        hint=f"give the key only roles {principal} holds, or add the roles to {principal} first",
-                    )
+            self._check_key(connection, name, principal, tuple(roles), expires_at, now)
+            request = KeyRequest(
+                id=new_id(),
+                name=name.strip(),
+                principal=principal,
+                roles=tuple(dict.fromkeys(roles)),
+                scopes=key_scopes,
+                expires_at=expires_at,
+                requested_by=caller.principal,
+                requested_with=caller.issued_by,
+                requested_at=now,
+            )
+            store.insert_key_request(connection, request)
+            self.audit.append(
+                connection,
+                actor=caller.actor,
+                action="access.key.requested",
+                resource=f"key-request:{request.id}",
+                details=_key_details(request.name, principal, request.roles, key_scopes, expires_at),
+            )
+        return request
+
+    def approve_key_request(self, caller: Caller, request_id: str) -> IssuedKey:
+        """A second administrator approves a key request and receives the key text once. The
+        approver must be a second person: not the requester, and not acting with a key the
+        requester issued (nor the requester with one the approver issued)."""
+        with self.database.read() as connection:
+            request = store.load_key_request(connection, request_id)
+        if request is None:
+            self.require_instance(caller, Action.APPROVE_KEY, second_person=True)
+            raise NotFound(f"no key request {request_id}", hint="GET /api/v1/key-requests lists them")
+        second = distinct_hands(request.requested_by, request.requested_with, caller.principal, caller.issued_by)
+        message = hint = None  # say why only to one who could approve if they were a second person
+        if not second and self.permits(caller, Action.APPROVE_KEY, second_person=True):
+            message = (
+                "a key request is approved by a second administrator, not its requester "
+                "and not with a key its requester issued"
+            )
+            hint = "ask another administrator, acting with a key of their own, to approve it"
+        self.require_instance(caller, Action.APPROVE_KEY, message=message, hint=hint, second_person=second)
+        if request.status is not KeyRequestStatus.PENDING:
+            raise Conflict(f"the key request is {request.status.value}, not pending", hint="request a new key")
+        issued_by = issuers_of((request.requested_by, request.requested_with), (caller.principal, caller.issued_by))
+        return self._new_key(
+            caller,
+            request.name,
+            request.principal,
+            request.roles,
+            request.expires_at,
+            request.scopes,
+            issued_by,
+            {"request_id": request.id},
+        )
+
+    def own_keys(self, caller: Caller) -> list[ApiKey]:
+        """The caller's own keys (never their secrets)."""
+        self.require_instance(caller, Action.VIEW)
+        with self.database.read() as connection:
+            return [key for key in store.list_keys(connection) if key.principal == caller.principal]
+
+    def key_requests(self, caller: Caller) -> list[KeyRequest]:
+        self.require_instance(caller, Action.MANAGE_KEYS)
+        with self.database.read() as connection:
+            return store.list_key_requests(connection)
+
+    def _check_key(
+        self,
+        connection: Connection,
+        name: str,
+        principal: str,
+        roles: tuple[Role, ...],
+        expires_at: datetime | None,
+        now: datetime,
+    ) -> None:
+        if not name.strip():
+            raise InvalidInput("a key needs a name", hint="say what the key is for (--name)")
+        if expires_at is not None and expires_at <= now:
+            raise InvalidInput("the expiry is in the past", hint="give a future time, or none")
+        registered = store.load_principal(connection, principal)
+        if registered is not None:
+            extra = sorted(role.value for role in roles if role not in registered.roles)
+            if extra:
+                raise InvalidInput(
+                    f"{principal} does not hold the role(s) {', '.join(extra)}",
+                    hint=f"give the key only roles {principal} holds, or add the roles to {principal} first",
+                )
+
+    def _new_key(
+        self,
+        caller: Caller,
+        name: str,
+        principal: str,
+        roles: tuple[Role, ...],
+        expires_at: datetime | None,
+        scopes: Sequence[str] | None,
+        issued_by: tuple[str, ...],
+        extra: dict[str, Any],
+    ) -> IssuedKey:
+        now = self.clock.now()
+        key_scopes = None if scopes is None else check_scopes(scopes)
+        with self.database.transaction() as connection:
+            self._check_key(connection, name, principal, roles, expires_at, now)
+            request_id = extra.get("request_id")
             while True:
                 key_id = secrets.token_hex(4)
                 if store.load_key(connection, key_id) is None:
                     break
+            if request_id is not None and not store.approve_key_request(
+                connection, request_id, caller.principal, now, key_id
+            ):
+                raise Conflict("the key request was approved meanwhile", hint="reload the requests")
             text = f"{KEY_PREFIX}_{key_id}_{secrets.token_urlsafe(32)}"
-            key = ApiKey(key_id, name, principal, roles, now, expires_at, None, key_scopes)
+            key = ApiKey(key_id, name.strip(), principal, roles, now, expires_at, None, key_scopes, issued_by)
             store.insert_key(connection, key, hash_secret(text))
             self.audit.append(
                 connection,
@@ -150,11 +305,9 @@ class AccessService:
                 action="access.key.issued",
                 resource=f"api-key:{key_id}",
                 details={
-                    "name": name,
-                    "principal": principal,
-                    "roles": [r.value for r in roles],
-                    "scopes": None if key_scopes is None else list(key_scopes),
-                    "expires_at": None if expires_at is None else expires_at.isoformat(),
+                    **_key_details(key.name, principal, roles, key_scopes, expires_at),
+                    "issued_by": list(issued_by),
+                    **extra,
                 },
             )
         return IssuedKey(key, text)
@@ -179,13 +332,23 @@ class AccessService:
         if not key_usable(key, self.clock.now()):
             self._key_refused(key_id, "revoked" if key.revoked_at is not None else "expired", origin)
             raise Unauthenticated("the API key is revoked or expired", hint="ask an administrator for a new key")
+        if key.principal in RESERVED_PRINCIPALS:  # issued before such keys were refused: never the operator
+            self._key_refused(key_id, "reserved principal", origin)
+            raise Unauthenticated("the API key is revoked or expired", hint="ask an administrator for a new key")
         roles = key.roles
         if registered is not None:
             if registered.disabled:
                 self._key_refused(key_id, "principal disabled", origin)
                 raise Unauthenticated(f"{registered.name} is disabled", hint="ask an administrator")
             roles = tuple(role for role in key.roles if role in registered.roles)
-        return Caller(principal=key.principal, roles=roles, key_id=key.key_id, scopes=key.scopes, origin=origin)
+        return Caller(
+            principal=key.principal,
+            roles=roles,
+            key_id=key.key_id,
+            scopes=key.scopes,
+            origin=origin,
+            issued_by=key.issued_by,
+        )
 
     def _key_refused(self, key_id: str, why: str, origin: str | None) -> None:
         self.audit.record(
@@ -193,8 +356,7 @@ class AccessService:
         )
 
     def revoke_key(self, caller: Caller, key_id: str) -> ApiKey:
-        if not caller.has(Role.ADMINISTRATOR):
-            raise Forbidden("only an administrator may revoke API keys", hint="ask an administrator")
+        self.require_instance(caller, Action.MANAGE_KEYS)
         with self.database.transaction() as connection:
             found = store.load_key(connection, key_id)
             if found is None:
@@ -205,7 +367,8 @@ class AccessService:
             assert loaded is not None
             return loaded[0]
 
-    def list_keys(self) -> list[ApiKey]:
+    def list_keys(self, caller: Caller) -> list[ApiKey]:
+        self.require_instance(caller, Action.MANAGE_KEYS)
         with self.database.read() as connection:
             return store.list_keys(connection)
 
@@ -349,6 +512,7 @@ class AccessService:
             check_clearance(changed.clearance, changed.vetting)
             if changed.disabled != current.disabled or changed.roles != current.roles:
                 changed = replace(changed, session_epoch=current.session_epoch + 1)
+                store.end_sessions_of(connection, name, self.clock.now())
             self._check_references(connection, changed)
             store.update_principal(connection, changed)
             self._changed(
@@ -365,6 +529,27 @@ class AccessService:
         for programme in principal.programmes:
             if store.load_programme(connection, programme) is None:
                 raise NotFound(f"no programme {programme}", hint="`aperture access add-programme` creates it first")
+
+    # The use cases of the directory (what adapters call): each takes the caller.
+
+    def principals(self, caller: Caller) -> list[Principal]:
+        """Everyone registered, for the security desk (administrators and security officers)."""
+        self.require_instance(caller, Action.VIEW_PRINCIPALS)
+        return self.list_principals()
+
+    def states(self, caller: Caller) -> list[State]:
+        self.require_instance(caller, Action.VIEW)
+        return self.list_states()
+
+    def organisations(self, caller: Caller) -> list[Organisation]:
+        self.require_instance(caller, Action.VIEW)
+        return self.list_organisations()
+
+    def programmes(self, caller: Caller) -> list[Programme]:
+        self.require_instance(caller, Action.VIEW)
+        return self.list_programmes()
+
+    # Lookups for other use cases, which decide about their own caller first. Not for adapters.
 
     def get_principal(self, name: str) -> Principal:
         with self.database.read() as connection:
@@ -447,9 +632,12 @@ class AccessService:
         with self.database.read() as connection:
             return store.load_classification(connection, asset)
 
-    def classifications(self, *, canaries_only: bool = False) -> list[Classification]:
+    def classifications(self, caller: Caller, *, canaries_only: bool = False) -> list[Classification]:
+        """The classified assets the caller may see, for those who classify (the operator sees all)."""
+        self.require_instance(caller, Action.CLASSIFY)
         with self.database.read() as connection:
-            return store.list_classifications(connection, canaries_only=canaries_only)
+            found = store.list_classifications(connection, canaries_only=canaries_only)
+        return [c for c in found if self.authorize(caller, Action.VIEW, c.asset, purpose="list").allowed]
 
     # --- authorization --------------------------------------------------------------------
 
@@ -502,20 +690,14 @@ class AccessService:
         caller: Caller,
         action: Action,
         asset: AssetRef | None = None,
-        *,
-        grant: bool = False,
-        security_officer_approved: bool = False,
-        requester: str | None = None,
-        facts: Mapping[str, bool | int | str] | None = None,
+        **facts: Any,
     ) -> Decision:
         """The decision alone: Cedar over the entity store, the key's scopes; no audit, no observers.
         `authorize` is what use cases call; this is its core (and what the benchmark measures).
-        `facts` are what the policy needs to know about the record acted on (who owns it)."""
+        `facts` are the record's facts the policies look at (see `decision_context`)."""
         entities, known, assets = self._entity_store()
         principal = caller.principal if caller.principal in known else UNREGISTERED
-        context = decision_context(
-            caller, grant=grant, security_officer_approved=security_officer_approved, requester=requester, facts=facts
-        )
+        context = decision_context(caller, **facts)
         if asset is None:
             resource_type, resource, level = "Instance", INSTANCE_UID, None
         else:
@@ -547,57 +729,66 @@ class AccessService:
         action: Action,
         asset: AssetRef | None = None,
         *,
-        grant: bool = False,
-        security_officer_approved: bool = False,
-        requester: str | None = None,
         purpose: str = "read",
-        facts: Mapping[str, bool | int | str] | None = None,
+        **facts: Any,
     ) -> Decision:
         """The one authorization function. Deny by default; a result, never an exception.
 
         An asset with no classification is denied (nothing is open by omission). Every decision
         on an upper-tier asset, allow and deny, is appended to the audit log under the asset's
         opaque id; observers (canaries, anomalies) hear of every decision on an asset."""
-        decision = self.decide(
-            caller,
-            action,
-            asset,
-            grant=grant,
-            security_officer_approved=security_officer_approved,
-            requester=requester,
-            facts=facts,
-        )
+        decision = self.decide(caller, action, asset, **facts)
         classification = None if asset is None else self.lookup(asset)
         if decision.upper_tier and classification is not None:
-            self.audit.record(
-                actor=caller.actor,
-                action="access.decision",
-                resource=classification.asset.audit_resource,
-                details={
-                    "action": action.value,
-                    "allowed": decision.allowed,
-                    "level": str(classification.level),
-                    "reasons": list(decision.reasons),
-                    "policy_version": decision.policy_version,
-                    "origin": caller.origin,
-                },
-            )
+            self._record_decision(caller, decision, classification)
         if classification is not None:
             for observer in self._observers:
                 observer(caller, decision, classification, purpose)
         return decision
 
+    def _record_decision(self, caller: Caller, decision: Decision, classification: Classification) -> None:
+        self.audit.record(
+            actor=caller.actor,
+            action="access.decision",
+            resource=classification.asset.audit_resource,
+            details={
+                "action": decision.action.value,
+                "allowed": decision.allowed,
+                "level": str(classification.level),
+                "reasons": list(decision.reasons),
+                "policy_version": decision.policy_version,
+                "origin": caller.origin,
+            },
+            upper_tier=classification.level.upper_tier,
+        )
+
     def can_view(self, caller: Caller, asset: AssetRef) -> bool:
         return self.authorize(caller, Action.VIEW, asset).allowed
 
+    def permits(self, caller: Caller, action: Action, asset: AssetRef | None = None, **facts: Any) -> bool:
+        """The decision only (no audit, no observers): for a page that shows or hides a control.
+        The use case behind the control decides again, through `require` or `require_instance`."""
+        return self.decide(caller, action, asset, **facts).allowed
+
     def require(self, caller: Caller, action: Action, asset: AssetRef, *, what: str = "", **facts: Any) -> Decision:
         """Raise unless allowed. Someone not cleared to see the asset gets the same 404 as for an
-        asset that does not exist; someone who may see it but not do this gets a 403."""
+        asset that does not exist; someone who may see it but not do this gets a 403 (a 401 when
+        they have not signed in), and the refusal is audited."""
         decision = self.authorize(caller, action, asset, **facts)
         if decision.allowed:
             return decision
         if action is Action.VIEW or not self.authorize(caller, Action.VIEW, asset).allowed:
             raise NotFound(f"no {what or 'such asset'}", hint="check the name; ask for clearance if you need it")
+        # The caller sees the asset, so recording the refusal tells them nothing new; upper-tier
+        # decisions are recorded by `authorize` already, lower-tier refusals here, the same way.
+        classification = self.lookup(asset)
+        if classification is not None and not decision.upper_tier:
+            self._record_decision(caller, decision, classification)
+        if not caller.signed_in:
+            raise Unauthenticated(
+                f"{action.value.replace('_', ' ')} needs you to sign in",
+                hint="send `Authorization: Bearer apk_...` with your API key, or sign in on the pages",
+            )
         why = ", ".join(decision.reasons) or "no policy permits it"
         raise Forbidden(
             f"you may not {action.value.replace('_', ' ')} this asset ({why})",
@@ -605,10 +796,11 @@ class AccessService:
         )
 
     def require_instance(
-        self, caller: Caller, action: Action, *, facts: Mapping[str, bool | int | str] | None = None
+        self, caller: Caller, action: Action, *, message: str | None = None, hint: str | None = None, **facts: Any
     ) -> Decision:
-        """Raise unless the caller may do an instance-wide action; a refusal is audited."""
-        decision = self.decide(caller, action, facts=facts)
+        """Raise unless the caller may do an instance-wide action; a refusal is audited. An
+        anonymous caller is told to sign in (401); anyone else that they may not (403)."""
+        decision = self.decide(caller, action, **facts)
         if not decision.allowed:
             self.audit.record(
                 actor=caller.actor,
@@ -616,25 +808,39 @@ class AccessService:
                 resource="instance",
                 details={"action": action.value, "reasons": list(decision.reasons), "origin": caller.origin},
             )
-            if caller.principal == UNREGISTERED and caller.key_id is None and not caller.session:
-                raise Unauthenticated(f"{action.value.replace('_', ' ')} needs you to sign in", hint="send an API key")
+            if not caller.signed_in:
+                raise Unauthenticated(
+                    f"{action.value.replace('_', ' ')} needs you to sign in",
+                    hint="send `Authorization: Bearer apk_...` with your API key, or sign in on the pages",
+                )
             raise Forbidden(
-                f"you may not {action.value.replace('_', ' ')}",
-                hint="ask an administrator for a key or role that allows it (see `aperture access explain`)",
+                message or f"you may not {action.value.replace('_', ' ')}",
+                hint=hint or "ask an administrator for a key or role that allows it (see `aperture access explain`)",
             )
         return decision
 
-    def explain(self, principal: str, action: Action, asset: AssetRef | None) -> Decision:
+    def explain(self, caller: Caller, principal: str, action: Action, asset: AssetRef | None) -> Decision:
         """Why a principal may or may not do an action on an asset: the deciding policies, and the
-        facts they looked at. Uses the principal's recorded roles (what a full key would carry)."""
+        facts they looked at. Uses the principal's recorded roles (what a full key would carry).
+
+        One's own decisions, or anyone's for the security desk. Naming an asset resolves its id to
+        its name, level and programme, so the caller must be cleared to see it: for anyone else an
+        asset they may not see reads exactly like one that does not exist, and resolving a
+        canary's id is a touch of the canary (the view is decided, audited and observed)."""
+        self.require_instance(caller, Action.EXPLAIN, own=principal == caller.principal)
+        classification = None
+        if asset is not None:
+            classification = self.lookup(asset)
+            if classification is None or not self.authorize(caller, Action.VIEW, asset).allowed:
+                raise NotFound(
+                    "no classified asset with that id you may see",
+                    hint="check the id (KIND:ID, e.g. model_version:...); ask for clearance if you need it",
+                )
         with self.database.read() as connection:
             found = store.load_principal(connection, principal)
-            classification = None if asset is None else store.load_classification(connection, asset)
-        if asset is not None and classification is None:
-            raise NotFound(f"no classified asset {asset.uid}", hint="`aperture access assets` lists them")
         roles = found.roles if found else (Role.ADMINISTRATOR,) if principal == OPERATOR else (Role.PUBLIC,)
-        caller = Caller(principal=principal, roles=roles)
-        decision = self.decide(caller, action, asset)
+        subject = Caller(principal=principal, roles=roles, session=True)  # as if signed in
+        decision = self.decide(subject, action, asset)
         lines: list[str] = []
         if found is None and principal != OPERATOR:
             lines.append(f"{principal} is not a registered principal: decided as the anonymous public (SL1 only)")
@@ -667,8 +873,11 @@ class AccessService:
     # --- passwords, sessions, lock-out ----------------------------------------------------
 
     def set_password(self, caller: Caller, name: str, password: str) -> None:
-        """An administrator sets a password, or a signed-in person changes their own."""
-        if caller.principal != name:
+        """An administrator sets a password, or a signed-in person changes their own. Every
+        session of the person ends (on every copy of its cookie)."""
+        if caller.principal == name:
+            self.require_instance(caller, Action.CHANGE_PASSWORD, own=True)
+        else:
             self._require_manager(caller)
         check_password_strength(password)
         hashed = self.passwords.hash(password)
@@ -676,39 +885,59 @@ class AccessService:
             if store.load_principal(connection, name) is None:
                 raise NotFound(f"no principal {name}", hint="`aperture access list` shows the principals")
             store.set_password_hash(connection, name, hashed)
+            store.end_sessions_of(connection, name, self.clock.now())
             self._changed(connection, caller, "access.password.set", f"principal:{name}", {})
 
-    def login(self, name: str, password: str, *, origin: str | None = None) -> tuple[Caller, int]:
-        """Check a password; after too many failures the account locks for a while. Every failure
-        reads the same to the caller (no hint whether the name exists). Returns the caller and the
-        session epoch to put in the cookie."""
+    def login(self, name: str, password: str, *, origin: str | None = None) -> tuple[Caller, str]:
+        """Check a password and start a session; after too many failures the account locks for a
+        while. Every failure reads the same and takes the same time (the password hash is checked
+        in every branch: an unknown name, a locked or disabled account, a wrong password), so
+        neither the answer nor its timing tells which names exist. Returns the caller and the
+        session id to put in the (signed) cookie; only its hash is stored."""
+        dummy = self._dummy_hash()
+        now = self.clock.now()
         with self.database.transaction() as connection:
             # A failure is counted and audited in this transaction, which must commit: the refusal
             # is raised only after it (raising inside would roll the count and the event back).
-            principal = self._check_login(connection, name, password, origin, self.clock.now())
-        if principal is None:
+            principal = self._check_login(connection, name, password, origin, now, dummy)
+            session_id = None
+            if principal is not None:
+                session_id = secrets.token_urlsafe(32)
+                ui_session = UiSession(name, principal.session_epoch, now, now + self.config.session_ttl)
+                store.insert_session(connection, hash_secret(session_id), ui_session)
+        if principal is None or session_id is None:
             raise Unauthenticated("the name or password is wrong, or the account is locked", hint="try again later")
-        return Caller(principal=name, roles=principal.roles, session=True, origin=origin), principal.session_epoch
+        return Caller(principal=name, roles=principal.roles, session=True, origin=origin), session_id
+
+    def _dummy_hash(self) -> str:
+        """A hash of a random password with the same parameters, checked when there is no real one."""
+        if self._dummy is None:
+            self._dummy = self.passwords.hash(secrets.token_urlsafe(24))
+        return self._dummy
+
+    def _password_matches(self, password_hash: str | None, password: str, dummy: str) -> bool:
+        """Runs the argon2 check whether or not there is a hash to check against."""
+        usable = password_hash is not None and password_hash.startswith("$argon2")
+        matched: bool
+        try:
+            matched = self.passwords.verify(password_hash if usable and password_hash else dummy, password)
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            matched = False
+        return matched and usable
 
     def _check_login(
-        self, connection: Connection, name: str, password: str, origin: str | None, now: datetime
+        self, connection: Connection, name: str, password: str, origin: str | None, now: datetime, dummy: str
     ) -> Principal | None:
         found = store.load_login(connection, name)
+        matched = self._password_matches(None if found is None else found[1], password, dummy)
         if found is None:
-            self.passwords.hash(password)  # the same time as a real check
             self._login_event(connection, name, origin, "unknown principal")
             return None
-        principal, password_hash, state = found
+        principal, _, state = found
         if is_locked(state, now):
             self._login_event(connection, name, origin, "locked")
             return None
-        ok = False
-        if password_hash is not None and not principal.disabled:
-            try:
-                ok = self.passwords.verify(password_hash, password)
-            except (VerifyMismatchError, VerificationError, InvalidHashError):
-                ok = False
-        if not ok:
+        if not matched or principal.disabled:
             after = after_failed_login(state, now, self.config.login_max_failures, self.config.login_lockout)
             store.save_login_state(connection, name, after)
             why = "locked out" if after.locked_until != state.locked_until else "wrong password"
@@ -733,14 +962,32 @@ class AccessService:
             details={"origin": origin, "why": why},
         )
 
-    def session_caller(self, name: str, epoch: int, *, origin: str | None = None) -> Caller | None:
-        """The caller behind a signed session cookie, or None when the session ended (the
-        password changed, the account was disabled or its roles changed)."""
+    def session_caller(self, session_id: str, *, origin: str | None = None) -> Caller | None:
+        """The caller behind a session id from a signed cookie, or None when the session ended:
+        signed out, expired, the password changed, the account was disabled or its roles changed."""
         with self.database.read() as connection:
-            found = store.load_principal(connection, name)
-        if found is None or found.disabled or found.session_epoch != epoch:
+            found = store.load_session(connection, hash_secret(session_id))
+            principal = None if found is None else store.load_principal(connection, found.principal)
+        if found is None or principal is None or principal.disabled:
             return None
-        return Caller(principal=name, roles=found.roles, session=True, origin=origin)
+        if not found.live(self.clock.now(), principal.session_epoch):
+            return None
+        return Caller(principal=principal.name, roles=principal.roles, session=True, origin=origin)
+
+    def logout(self, session_id: str, *, origin: str | None = None) -> None:
+        """End a session on the server: every copy of its cookie stops working at once."""
+        now = self.clock.now()
+        with self.database.transaction() as connection:
+            found = store.load_session(connection, hash_secret(session_id))
+            if found is None or not store.end_session(connection, hash_secret(session_id), now):
+                return
+            self.audit.append(
+                connection,
+                actor=f"{found.principal} (session)",
+                action="access.session.ended",
+                resource=f"principal:{found.principal}",
+                details={"origin": origin, "why": "signed out"},
+            )
 
 
 def _principal_details(principal: Principal) -> dict[str, Any]:
@@ -759,3 +1006,15 @@ def _forbidden_hint(action: Action, decision: Decision) -> str:
     if action in (Action.DOWNLOAD, Action.EXPORT, Action.COPY_TO_HUB) and decision.upper_tier:
         return "upper-tier weights need a grant: request one (POST /api/v1/grants) and have a second person approve it"
     return "see `aperture access explain` for the policies that decided"
+
+
+def _key_details(
+    name: str, principal: str, roles: Sequence[Role], scopes: Sequence[str] | None, expires_at: datetime | None
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "principal": principal,
+        "roles": [role.value for role in roles],
+        "scopes": None if scopes is None else list(scopes),
+        "expires_at": None if expires_at is None else expires_at.isoformat(),
+    }

@@ -29,6 +29,8 @@ from aperture.access.domain import (
     AssetKind,
     AssetRef,
     Classification,
+    KeyRequest,
+    KeyRequestStatus,
     LoginState,
     Organisation,
     OrganisationKind,
@@ -40,6 +42,7 @@ from aperture.access.domain import (
     SecurityLevel,
     State,
     StateKind,
+    UiSession,
     Vetting,
 )
 from aperture.core.db import metadata
@@ -59,6 +62,7 @@ api_keys = Table(
     Column("revoked_at", DateTime(timezone=True), nullable=True),
     Column("schema_version", Integer, nullable=False, default=1),
     Column("scopes", String(500), nullable=True),
+    Column("issued_by", Text, nullable=True),
 )
 
 
@@ -66,6 +70,7 @@ def insert_key(connection: Connection, key: ApiKey, secret_hash: bytes) -> None:
     connection.execute(
         api_keys.insert().values(
             scopes=None if key.scopes is None else ",".join(key.scopes),
+            issued_by=_csv(key.issued_by),
             key_id=key.key_id,
             name=key.name,
             principal=key.principal,
@@ -119,7 +124,149 @@ def _key(row: object) -> ApiKey:
         expires_at=_aware(data["expires_at"]),
         revoked_at=_aware(data["revoked_at"]),
         scopes=None if data.get("scopes") is None else tuple(s for s in data["scopes"].split(",") if s),
+        issued_by=tuple(_split(data.get("issued_by") or "")),
     )
+
+
+# --- key requests (a key for someone else: requested by one administrator, approved by a second) -----
+
+access_key_requests = Table(
+    "access_key_requests",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("principal", String(200), nullable=False),
+    Column("roles", String(500), nullable=False),
+    Column("scopes", String(500), nullable=True),
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+    Column("requested_by", String(200), nullable=False),
+    Column("requested_with", Text, nullable=False),
+    Column("requested_at", DateTime(timezone=True), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("approved_by", String(200), nullable=True),
+    Column("approved_at", DateTime(timezone=True), nullable=True),
+    Column("key_id", String(8), nullable=True),
+    Column("schema_version", Integer, nullable=False),
+)
+
+
+def insert_key_request(connection: Connection, request: KeyRequest) -> None:
+    connection.execute(
+        access_key_requests.insert().values(
+            id=request.id,
+            name=request.name,
+            principal=request.principal,
+            roles=_csv([role.value for role in request.roles]),
+            scopes=None if request.scopes is None else _csv(request.scopes),
+            expires_at=request.expires_at,
+            requested_by=request.requested_by,
+            requested_with=_csv(request.requested_with),
+            requested_at=request.requested_at,
+            status=request.status.value,
+            approved_by=None,
+            approved_at=None,
+            key_id=None,
+            schema_version=SCHEMA_VERSION,
+        )
+    )
+
+
+def _key_request(row: Any) -> KeyRequest:
+    requested = _aware(row["requested_at"])
+    assert requested is not None
+    return KeyRequest(
+        id=row["id"],
+        name=row["name"],
+        principal=row["principal"],
+        roles=tuple(Role(value) for value in _split(row["roles"])),
+        scopes=None if row["scopes"] is None else tuple(_split(row["scopes"])),
+        expires_at=_aware(row["expires_at"]),
+        requested_by=row["requested_by"],
+        requested_with=tuple(_split(row["requested_with"])),
+        requested_at=requested,
+        status=KeyRequestStatus(row["status"]),
+        approved_by=row["approved_by"],
+        approved_at=_aware(row["approved_at"]),
+        key_id=row["key_id"],
+    )
+
+
+def load_key_request(connection: Connection, request_id: str) -> KeyRequest | None:
+    table = access_key_requests
+    row = connection.execute(select(table).where(table.c.id == request_id)).mappings().first()
+    return None if row is None else _key_request(row)
+
+
+def list_key_requests(connection: Connection) -> list[KeyRequest]:
+    table = access_key_requests
+    rows = connection.execute(select(table).order_by(table.c.requested_at)).mappings()
+    return [_key_request(row) for row in rows]
+
+
+def approve_key_request(connection: Connection, request_id: str, approver: str, when: datetime, key_id: str) -> bool:
+    """Mark a pending request approved; False when it is no longer pending (a concurrent approval)."""
+    table = access_key_requests
+    updated = connection.execute(
+        update(table)
+        .where(table.c.id == request_id, table.c.status == KeyRequestStatus.PENDING.value)
+        .values(status=KeyRequestStatus.APPROVED.value, approved_by=approver, approved_at=when, key_id=key_id)
+    )
+    return bool(updated.rowcount)
+
+
+# --- UI sessions: a row per sign-in, ended by signing out, a password change or disabling ---------
+
+access_sessions = Table(
+    "access_sessions",
+    metadata,
+    Column("id_hash", LargeBinary(32), primary_key=True),
+    Column("principal", String(63), nullable=False, index=True),
+    Column("epoch", Integer, nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("ended_at", DateTime(timezone=True), nullable=True),
+    Column("schema_version", Integer, nullable=False),
+)
+
+
+def insert_session(connection: Connection, id_hash: bytes, session: UiSession) -> None:
+    connection.execute(
+        access_sessions.insert().values(
+            id_hash=id_hash,
+            principal=session.principal,
+            epoch=session.epoch,
+            started_at=session.started_at,
+            expires_at=session.expires_at,
+            ended_at=None,
+            schema_version=SCHEMA_VERSION,
+        )
+    )
+
+
+def load_session(connection: Connection, id_hash: bytes) -> UiSession | None:
+    table = access_sessions
+    row = connection.execute(select(table).where(table.c.id_hash == id_hash)).mappings().first()
+    if row is None:
+        return None
+    started, expires = _aware(row["started_at"]), _aware(row["expires_at"])
+    assert started is not None and expires is not None
+    return UiSession(row["principal"], int(row["epoch"]), started, expires, _aware(row["ended_at"]))
+
+
+def end_session(connection: Connection, id_hash: bytes, when: datetime) -> bool:
+    table = access_sessions
+    updated = connection.execute(
+        update(table).where(table.c.id_hash == id_hash, table.c.ended_at.is_(None)).values(ended_at=when)
+    )
+    return bool(updated.rowcount)
+
+
+def end_sessions_of(connection: Connection, principal: str, when: datetime) -> int:
+    table = access_sessions
+    updated = connection.execute(
+        update(table).where(table.c.principal == principal, table.c.ended_at.is_(None)).values(ended_at=when)
+    )
+    return int(updated.rowcount)
 
 
 # --- principals, programmes, classifications --------------------------------------------------

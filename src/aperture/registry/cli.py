@@ -222,7 +222,7 @@ def list_models(ctx: typer.Context, as_json: bool = typer.Option(False, "--json"
     """List registered models and their versions."""
     services = state(ctx).services
     require_initialised(services)
-    models = services.registry.list_models()
+    models = services.registry.list_models(SYSTEM)
     if as_json:
         print_json([_summary_json(m) for m in models])
         return
@@ -243,7 +243,7 @@ def show(
     services = state(ctx).services
     require_initialised(services)
     if ":" not in reference:
-        model = services.registry.get_model(reference)
+        model = services.registry.get_model(reference, SYSTEM)
         if as_json:
             print_json(_model_json(model))
             return
@@ -261,7 +261,7 @@ def show(
         out_console.print(f"[bold]{model.name}[/] (created by {model.created_by})", highlight=False)
         out_console.print(table)
         return
-    found = services.registry.get_version(*parse_reference(reference))
+    found = services.registry.get_version(*parse_reference(reference), SYSTEM)
     if as_json:
         print_json(version_json(found))
         return

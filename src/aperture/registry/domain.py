@@ -21,8 +21,8 @@ from enum import StrEnum
 from pathlib import PurePosixPath
 from typing import Any, Protocol
 
-from aperture.access.domain import ANONYMOUS, Caller, Role, SecurityLevel
-from aperture.core.errors import Forbidden, IntegrityFailure, InvalidInput, TooLarge, Unauthenticated, UnsafeInput
+from aperture.access.domain import SecurityLevel
+from aperture.core.errors import IntegrityFailure, InvalidInput, TooLarge, UnsafeInput
 
 SCHEMA_VERSION = 1
 
@@ -258,34 +258,6 @@ def declare_facts(
         data_summary=_bounded_text("data summary", data_summary),
         lineage=decide_lineage(base_model, base_licence),
     )
-
-
-REGISTRANT_ROLES = (Role.ADMINISTRATOR, Role.CHIEF_SCIENTIST)
-
-
-def authorize_registration(caller: Caller) -> None:
-    """Registering a version needs an authenticated administrator or chief scientist. Deny by default."""
-    if caller is ANONYMOUS or caller.principal == ANONYMOUS.principal:
-        raise Unauthenticated("registering a model needs an authenticated caller", hint="send an API key")
-    if not any(caller.has(role) for role in REGISTRANT_ROLES):
-        raise Forbidden(
-            "registering a model needs the role administrator or chief_scientist",
-            hint="ask an administrator for a key with the chief_scientist role",
-        )
-
-
-VERIFIER_ROLES = (Role.ADMINISTRATOR, Role.CHIEF_SCIENTIST, Role.SECURITY_OFFICER, Role.RELEASE_BOARD_MEMBER)
-
-
-def authorize_verification(caller: Caller) -> None:
-    """Re-hashing a version reads every byte of it: only roles that answer for its integrity may ask."""
-    if caller is ANONYMOUS or caller.principal == ANONYMOUS.principal:
-        raise Unauthenticated("verifying a model needs an authenticated caller", hint="send an API key")
-    if not any(caller.has(role) for role in VERIFIER_ROLES):
-        raise Forbidden(
-            "verifying a model needs one of the roles: " + ", ".join(r.value for r in VERIFIER_ROLES),
-            hint="ask an administrator for a key with one of those roles",
-        )
 
 
 # --- which files a model consists of ----------------------------------------------------

@@ -1,7 +1,8 @@
 """/api/v1/models: the registry over HTTP (read, verify, fetch a signature). Mounted by web/app.py.
 
 Handlers are plain `def`: they block on the database and on re-hashing, so FastAPI runs them in
-its thread pool. Every route needs an API key; verifying needs a role that answers for integrity.
+its thread pool. Every route needs an API key (`SignedIn`); the registry's use cases decide the rest (verifying needs a
+role that answers for integrity).
 """
 
 from __future__ import annotations
@@ -9,11 +10,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
-from aperture.access.domain import Caller
-from aperture.http_support import caller_dependency, require_authenticated
+from aperture.http_support import SignedIn
 from aperture.registry.domain import ArtifactFile, Model, ModelSummary, ModelVersion
 from aperture.registry.service import VerificationReport
 
@@ -167,22 +167,18 @@ def _verification_out(report: VerificationReport) -> VerificationOut:
 
 def build_router(services: Services) -> APIRouter:
     router = APIRouter(tags=["registry"])
-    caller_of = caller_dependency(services)
     registry = services.registry
 
     @router.get("/models", response_model=list[ModelSummaryOut], summary="List registered models")
-    def list_models(caller: Caller = Depends(caller_of)) -> list[ModelSummaryOut]:
-        require_authenticated(caller)
+    def list_models(caller: SignedIn) -> list[ModelSummaryOut]:
         return [_summary_out(m) for m in registry.list_models(caller)]
 
     @router.get("/models/{name}", response_model=ModelOut, summary="A model with all its versions")
-    def get_model(name: str, caller: Caller = Depends(caller_of)) -> ModelOut:
-        require_authenticated(caller)
+    def get_model(name: str, caller: SignedIn) -> ModelOut:
         return _model_out(registry.get_model(name, caller))
 
     @router.get("/models/{name}/versions/{version}", response_model=VersionOut, summary="One version")
-    def get_version(name: str, version: str, caller: Caller = Depends(caller_of)) -> VersionOut:
-        require_authenticated(caller)
+    def get_version(name: str, version: str, caller: SignedIn) -> VersionOut:
         return version_out(registry.get_version(name, version, caller))
 
     @router.get(
@@ -191,8 +187,7 @@ def build_router(services: Services) -> APIRouter:
         response_class=Response,
         responses={200: {"content": {"application/json": {}}}},
     )
-    def get_signature(name: str, version: str, caller: Caller = Depends(caller_of)) -> Response:
-        require_authenticated(caller)
+    def get_signature(name: str, version: str, caller: SignedIn) -> Response:
         found = registry.get_version(name, version, caller)
         return Response(found.signature, media_type="application/json")
 
@@ -201,8 +196,7 @@ def build_router(services: Services) -> APIRouter:
         response_model=VerificationOut,
         summary="Check the signature, its binding to the version, the signed facts, and re-hash every file",
     )
-    def verify_version(name: str, version: str, caller: Caller = Depends(caller_of)) -> VerificationOut:
-        require_authenticated(caller)
+    def verify_version(name: str, version: str, caller: SignedIn) -> VerificationOut:
         return _verification_out(registry.verify_version(name, version, caller=caller))
 
     return router

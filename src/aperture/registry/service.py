@@ -45,8 +45,6 @@ from aperture.registry.domain import (
     ModelSummary,
     ModelVersion,
     WeightsInfo,
-    authorize_registration,
-    authorize_verification,
     check_relative_path,
     declare_facts,
     derive_facts,
@@ -153,11 +151,14 @@ class RegistryService:
         return visible
 
     def get_model(self, name: str, caller: Caller = SYSTEM) -> Model:
+        """A model with every version the caller may see, each in full: reading a version's
+        metadata is a read of it (a canary among them is touched), deciding which to show is not."""
         with self.database.read() as connection:
             model = store.load_model(connection, name)
         versions = () if model is None else tuple(v for v in model.versions if self._can_view(caller, v.id, "list"))
         if model is None or not versions:
             raise NotFound(f"no model named {name!r}", hint="`aperture models list` shows the registered models")
+        versions = tuple(v for v in versions if self._can_view(caller, v.id))
         return replace(model, versions=versions)
 
     def get_version(self, name: str, version: str, caller: Caller = SYSTEM) -> ModelVersion:
@@ -178,6 +179,15 @@ class RegistryService:
         with self.database.read() as connection:
             found = store.load_version_by_id(connection, version_id)
         if found is None or not self._can_view(caller, found.id):
+            raise NotFound(f"no model version with id {version_id}", hint="`aperture models list` shows the models")
+        return found
+
+    def record(self, version_id: str) -> ModelVersion:
+        """A version's record for a use case that has already decided about its caller (a download
+        under an approved grant): no decision, no audit event. Never an answer to a caller as such."""
+        with self.database.read() as connection:
+            found = store.load_version_by_id(connection, version_id)
+        if found is None:
             raise NotFound(f"no model version with id {version_id}", hint="`aperture models list` shows the models")
         return found
 
@@ -230,7 +240,7 @@ class RegistryService:
         into the sealed store and no plaintext copy is written. The version is classified in the
         same transaction that records it."""
         started = time.perf_counter()
-        authorize_registration(caller)
+        self.access.require_instance(caller, Action.REGISTER_MODEL)
         validate_name(name)
         validate_version(version)
         check_classification(level, programme)
@@ -454,9 +464,11 @@ class RegistryService:
     ) -> VerificationReport:
         """Check the signature, its binding to this version, the recorded facts against the signed
         facts and the registration event, and re-hash every stored file. IntegrityFailure names
-        every altered field (`details.fields`) or damaged file (`details.damaged`)."""
-        authorize_verification(caller)
+        every altered field (`details.fields`) or damaged file (`details.damaged`). Only roles that
+        answer for a version's integrity verify it (a version the caller may not see reads as one
+        that does not exist)."""
         record = self.get_version(name, version, caller)
+        self.access.require(caller, Action.VERIFY, version_asset(record.id), what=f"version {name}:{version}")
         upper = self.is_sealed(record)
         sealed = self.vault.sealed_copies(_owner(record.id)) if upper else None
         try:
@@ -579,7 +591,7 @@ class RegistryService:
         Every file is checked against its digest while it is copied; `model_signing verify key
         --public_key HOME/keys/artifacts-p256.pub DIR --signature DIR/model.sig` accepts the result.
         """
-        authorize_registration(caller)
+        self.access.require_instance(caller, Action.REGISTER_MODEL)
         record = self.get_version(name, version, caller)
         # Upper-tier weights leave only through a grant-backed download (the security area).
         self.access.require(caller, Action.EXPORT, version_asset(record.id), what=f"version {name}:{version}")
@@ -693,7 +705,7 @@ class RegistryService:
         """
         from aperture.ml import bundled
 
-        authorize_registration(caller)
+        self.access.require_instance(caller, Action.REGISTER_MODEL)
         started = time.perf_counter()
         version = bundled.bundled_version()
         existing = self._existing(BUNDLED_NAME, version, started)

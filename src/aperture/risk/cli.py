@@ -167,7 +167,7 @@ def runs(
     """List assessment runs, newest first."""
     services = state(ctx).services
     require_initialised(services)
-    found = services.risk.runs(reference)
+    found = services.risk.runs(SYSTEM, reference)
     if as_json:
         print_json(found)
         return
@@ -306,7 +306,7 @@ def show(
     """Show a version's risk profile: per domain and safeguard, headline with 95% CI, crossings, gaps."""
     services = state(ctx).services
     require_initialised(services)
-    profile = services.risk.profile(reference, profile_version)
+    profile = services.risk.profile(reference, profile_version, caller=SYSTEM)
     if as_json:
         print_json(profile)
         return

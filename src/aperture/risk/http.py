@@ -11,12 +11,11 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, Depends, File, Form, UploadFile
+from fastapi import APIRouter, File, Form, UploadFile
 
-from aperture.access.domain import Caller
 from aperture.core.errors import InvalidInput, TooLarge
-from aperture.http_support import caller_dependency, require_authenticated
-from aperture.risk.domain import MAX_LOG_JSON_BYTES, SUITES, RiskDomain, Safeguard
+from aperture.http_support import SignedIn
+from aperture.risk.domain import MAX_LOG_JSON_BYTES, RiskDomain, Safeguard
 from aperture.risk.service import MAX_ATTACHMENT_BYTES
 
 if TYPE_CHECKING:
@@ -32,32 +31,25 @@ def _read_bounded(upload: UploadFile, limit: int) -> bytes:
 
 def build_router(services: Services) -> APIRouter:
     router = APIRouter(tags=["risk assessment"])
-    caller_of = caller_dependency(services)
     risk = services.risk
 
     @router.get("/assessment/suites", summary="The evaluation suites and what each measures")
-    def list_suites(caller: Caller = Depends(caller_of)) -> list[dict[str, Any]]:
-        require_authenticated(caller)
-        return [suite.to_dict() for suite in SUITES.values()]
+    def list_suites(caller: SignedIn) -> list[dict[str, Any]]:
+        return [suite.to_dict() for suite in risk.suites(caller)]
 
     @router.get(
         "/models/{name}/versions/{version}/risk-profile",
         summary="A version's risk profile: per domain and safeguard, evidence, headline with 95% CI, gaps",
     )
-    def get_profile(
-        name: str, version: str, profile_version: int | None = None, caller: Caller = Depends(caller_of)
-    ) -> dict[str, Any]:
-        require_authenticated(caller)
-        return risk.profile(f"{name}:{version}", profile_version, caller)
+    def get_profile(name: str, version: str, caller: SignedIn, profile_version: int | None = None) -> dict[str, Any]:
+        return risk.profile(f"{name}:{version}", profile_version, caller=caller)
 
     @router.get("/models/{name}/versions/{version}/assessment-runs", summary="Assessment runs of a version")
-    def list_runs(name: str, version: str, caller: Caller = Depends(caller_of)) -> list[dict[str, Any]]:
-        require_authenticated(caller)
-        return risk.runs(f"{name}:{version}", caller)
+    def list_runs(name: str, version: str, caller: SignedIn) -> list[dict[str, Any]]:
+        return risk.runs(caller, f"{name}:{version}")
 
     @router.get("/assessment/runs/{run_id}", summary="One run with every item's result (assessor roles)")
-    def get_run(run_id: str, caller: Caller = Depends(caller_of)) -> dict[str, Any]:
-        require_authenticated(caller)
+    def get_run(run_id: str, caller: SignedIn) -> dict[str, Any]:
         return risk.run_details(caller, run_id)
 
     @router.post(
@@ -68,11 +60,10 @@ def build_router(services: Services) -> APIRouter:
     def import_evidence(
         name: str,
         version: str,
+        caller: SignedIn,
         file: UploadFile = File(..., description="The evaluation log."),
         override_reason: str | None = Form(None, description="Accept a log naming another model digest, and why."),
-        caller: Caller = Depends(caller_of),
     ) -> dict[str, Any]:
-        require_authenticated(caller)
         data = _read_bounded(file, MAX_LOG_JSON_BYTES)
         items, profile_version = risk.import_log(
             caller, f"{name}:{version}", data, file.filename or "upload", override_reason=override_reason
@@ -87,6 +78,7 @@ def build_router(services: Services) -> APIRouter:
     def add_finding(
         name: str,
         version: str,
+        caller: SignedIn,
         title: str = Form(...),
         author: str = Form(...),
         summary: str = Form(""),
@@ -94,9 +86,7 @@ def build_router(services: Services) -> APIRouter:
         safeguard: Safeguard | None = Form(None),
         attachment: UploadFile | None = File(None),
         level: str | None = Form(None),
-        caller: Caller = Depends(caller_of),
     ) -> dict[str, Any]:
-        require_authenticated(caller)
         with tempfile.TemporaryDirectory(prefix="aperture-finding-") as temp:
             path: Path | None = None
             if attachment is not None and attachment.filename:

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import Connection
 
-from aperture.access.domain import ANONYMOUS, SYSTEM, Caller, Role
+from aperture.access.domain import Action, Caller
 from aperture.audit.service import AuditLog
 from aperture.core.clock import Clock
 from aperture.core.db import Database
@@ -23,16 +23,16 @@ from aperture.core.errors import (
     InvalidInput,
     NotFound,
     TooLarge,
-    Unauthenticated,
 )
 from aperture.core.ids import new_id
 from aperture.registry.domain import ModelVersion
-from aperture.registry.service import RegistryService
+from aperture.registry.service import RegistryService, version_asset
 from aperture.risk import store
 from aperture.risk.datasets import DataDirectory
 from aperture.risk.domain import (
     JAILBREAK_SET_VERSION,
     MAX_LOG_JSON_BYTES,
+    SUITES,
     Estimate,
     Evidence,
     EvidenceKind,
@@ -57,19 +57,11 @@ from aperture.risk.providers import openai_engine, validate_engine_spec, validat
 from aperture.risk.scoring import GenerationSettings, Judge, expand_items, order_for_batching, score_chunk
 from aperture.vault.service import VaultService
 
-ASSESSOR_ROLES = (Role.ADMINISTRATOR, Role.CHIEF_SCIENTIST, Role.RESEARCHER, Role.RAID_ANALYST)
 CHUNK_ITEMS = {"knowledge": 64, "generative": 16}
 MAX_ATTACHMENT_BYTES = 64 * 1024 * 1024
-
-
-def authorize_assessment(caller: Caller) -> None:
-    if caller is ANONYMOUS or caller.principal == ANONYMOUS.principal:
-        raise Unauthenticated("assessing a model needs an authenticated caller", hint="send an API key")
-    if not any(caller.has(role) for role in ASSESSOR_ROLES):
-        raise Forbidden(
-            "assessing a model needs one of the roles: " + ", ".join(r.value for r in ASSESSOR_ROLES),
-            hint="ask an administrator for a key with the researcher role",
-        )
+# What the public log may say of an event on an upper-tier version: which run, suite and evidence,
+# never the headline, a title, a file or the model's digest.
+UPPER_TIER_DETAILS = ("run", "suite", "items", "evidence", "profile_version")
 
 
 class ProgressSink(Protocol):
@@ -142,6 +134,45 @@ class RiskService:
         self.engine_provider = engine_provider
         self.judge_provider = judge_provider
         self.chunk_runner = chunk_runner
+        self.access = registry.access  # the one authorization path (the registry's access service)
+
+    # --- authorization ------------------------------------------------------------------
+
+    def suites(self, caller: Caller) -> list[Suite]:
+        """The evaluation suites and what each measures (any signed-in caller)."""
+        self.access.require_instance(caller, Action.VIEW)
+        return list(SUITES.values())
+
+    def assessed_version(self, caller: Caller, reference: str) -> ModelVersion:
+        """The version, for an assessor cleared to see it. A version the caller may not see reads
+        exactly like one that does not exist; one they see but may not assess is a 403."""
+        version = self.registry.find_version(reference, caller)
+        self.access.require(caller, Action.ASSESS, version_asset(version.id), what=f"version {reference}")
+        return version
+
+    def _run_version(self, caller: Caller, run_id: str, run: dict[str, Any] | None, action: Action) -> ModelVersion:
+        """The version of a run the caller may see. A run of a version the caller may not see
+        reads exactly like a run that does not exist: the same error, naming no model."""
+        self.access.require_instance(caller, Action.VIEW)  # anonymous: sign in, whatever the run
+        missing = NotFound(f"no assessment run {run_id}", hint="list runs with `aperture assess runs`")
+        if run is None:
+            raise missing
+        version_id = run["model_version_id"]
+        if not self.access.authorize(caller, Action.VIEW, version_asset(version_id)).allowed:
+            raise missing
+        version = self.registry.record(version_id)
+        if action is not Action.VIEW:
+            self.access.require(caller, action, version_asset(version_id), what=f"assessment run {run_id}")
+        return version
+
+    def _log(self, version: ModelVersion, details: dict[str, Any]) -> tuple[str, dict[str, Any], bool]:
+        """How an event about a version reads in the public log: by name and in full in the lower
+        tier; by opaque id, with the run, suite and evidence ids only, above."""
+        resource = self.registry.log_name(version)
+        upper = not resource.startswith("model:")
+        if upper:
+            details = {key: value for key, value in details.items() if key in UPPER_TIER_DETAILS}
+        return resource, details, upper
 
     # --- the weights, as a directory transformers can load -----------------------------
 
@@ -172,11 +203,10 @@ class RiskService:
         *,
         progress: ProgressSink | None = None,
     ) -> RunOutcome:
-        authorize_assessment(caller)
         suite = find_suite(suite_name)
         validate_judge_spec(options.judge)
         validate_engine_spec(options.engine)
-        version = self.registry.find_version(reference, caller)
+        version = self.assessed_version(caller, reference)
         if options.engine == "local":
             self.require_lower_tier(version)
         items, hashes = self.data.load_suite(suite)
@@ -204,6 +234,10 @@ class RiskService:
         if suite.kind is SuiteKind.JAILBREAK:
             inputs["template_set"] = JAILBREAK_SET_VERSION
         run_id = new_id()
+        resource, details, upper = self._log(
+            version,
+            {"run": run_id, "suite": suite.name, "items": len(ordered), "model_digest": version.manifest_digest},
+        )
         with self.database.transaction() as connection:
             store.insert_run(
                 connection, run_id, version.id, suite.name, self.clock.now(), caller.actor, inputs, len(ordered)
@@ -212,28 +246,22 @@ class RiskService:
                 connection,
                 actor=caller.actor,
                 action="risk.run.started",
-                resource=f"model:{version.reference}",
-                details={
-                    "run": run_id,
-                    "suite": suite.name,
-                    "items": len(ordered),
-                    "model_digest": version.manifest_digest,
-                },
+                resource=resource,
+                details=details,
+                upper_tier=upper,
             )
         return self._execute(caller, run_id, version, suite, ordered, inputs, progress)
 
     def resume(self, caller: Caller, run_id: str, *, progress: ProgressSink | None = None) -> RunOutcome:
         """Continue an interrupted run from its last completed chunk, on the same items and data."""
-        authorize_assessment(caller)
         with self.database.read() as connection:
             run = store.load_run(connection, run_id)
-        if run is None:
-            raise NotFound(f"no assessment run {run_id}", hint="list runs with `aperture assess runs`")
+        version = self._run_version(caller, run_id, run, Action.ASSESS)
+        assert run is not None
         if run["status"] == "completed":
             raise Conflict(f"run {run_id} is already complete", hint="start a new run to measure again")
         inputs = run["inputs"]
         suite = find_suite(inputs["suite"])
-        version = self.registry.find_version(inputs["model"], caller)
         if version.manifest_digest != inputs["model_digest"]:
             raise IntegrityFailure(
                 f"{inputs['model']} no longer has the digest the run started on", hint="start a new run"
@@ -405,12 +433,9 @@ class RiskService:
         for item in items:
             store.insert_evidence(connection, item)
         profile_version = self._new_profile(connection, version)
+        resource, shown, upper = self._log(version, {**details, "profile_version": profile_version})
         self.audit.append(
-            connection,
-            actor=caller.actor,
-            action=action,
-            resource=f"model:{version.reference}",
-            details={**details, "profile_version": profile_version},
+            connection, actor=caller.actor, action=action, resource=resource, details=shown, upper_tier=upper
         )
         return profile_version
 
@@ -438,8 +463,7 @@ class RiskService:
         model digest than this version's (an operator may override the digest check, with a reason
         that is recorded).
         """
-        authorize_assessment(caller)
-        version = self.registry.find_version(reference, caller)
+        version = self.assessed_version(caller, reference)
         if len(data) > MAX_LOG_JSON_BYTES:
             raise TooLarge(f"{filename} is larger than {MAX_LOG_JSON_BYTES} bytes", hint="import the summary log only")
         parsed = parse_log_bytes(data, filename)
@@ -523,14 +547,13 @@ class RiskService:
         The attachment is stored content-addressed in the artifact store and referenced by the
         finding, in the same transaction as the finding itself.
         """
-        authorize_assessment(caller)
         if not title.strip() or not author.strip():
             raise InvalidInput("a finding needs a title and an author", hint="pass --title and --author")
         if domain is None and safeguard is None:
             raise InvalidInput("a finding needs a risk domain or a safeguard", hint="pass --domain or --safeguard")
         if level is not None and level not in FINDING_LEVELS:
             raise InvalidInput(f"unknown finding level {level!r}", hint=f"use one of: {', '.join(FINDING_LEVELS)}")
-        version = self.registry.find_version(reference, caller)
+        version = self.assessed_version(caller, reference)
         evidence_id = new_id()
         provenance: dict[str, Any] = {}
         with self.vault.staging() as staged:
@@ -570,7 +593,7 @@ class RiskService:
 
     # --- reading --------------------------------------------------------------------------
 
-    def profile(self, reference: str, profile_version: int | None = None, caller: Caller = SYSTEM) -> dict[str, Any]:
+    def profile(self, reference: str, profile_version: int | None = None, *, caller: Caller) -> dict[str, Any]:
         """A version's profile, for a caller cleared to see the version (others get not-found)."""
         version = self.registry.find_version(reference, caller)
         with self.database.read() as connection:
@@ -584,23 +607,32 @@ class RiskService:
         payload["versions"] = [{"version": v, "created_at": c.isoformat()} for v, c in versions]
         return payload
 
-    def runs(self, reference: str | None = None, caller: Caller = SYSTEM) -> list[dict[str, Any]]:
+    def runs(self, caller: Caller, reference: str | None = None) -> list[dict[str, Any]]:
+        """Runs of a version, or of every version the caller may see, newest first."""
         version_id = self.registry.find_version(reference, caller).id if reference else None
+        if version_id is None:
+            self.access.require_instance(caller, Action.VIEW)
         with self.database.read() as connection:
             runs = store.list_runs(connection, version_id)
+        if version_id is None:
+            seen: dict[str, bool] = {}
+            for run in runs:
+                key = run["model_version_id"]
+                if key not in seen:
+                    seen[key] = self.access.authorize(caller, Action.VIEW, version_asset(key), purpose="list").allowed
+            runs = [run for run in runs if seen[run["model_version_id"]]]
         for run in runs:
             run["inputs"].pop("item_keys", None)
         return runs
 
     def run_details(self, caller: Caller, run_id: str) -> dict[str, Any]:
-        """A run with every item's result (including generated answers: assessors only)."""
-        authorize_assessment(caller)
+        """A run with every item's result (including generated answers: assessors only). A run of
+        a version the caller may not see reads exactly like one that does not exist."""
         with self.database.read() as connection:
             run = store.load_run(connection, run_id)
-            if run is None:
-                raise NotFound(f"no assessment run {run_id}", hint="list runs with `aperture assess runs`")
-            chunks = store.load_chunks(connection, run_id)
-        self.registry.find_version(run["inputs"]["model"], caller)  # not-found for a version the caller may not see
+            chunks = store.load_chunks(connection, run_id) if run is not None else {}
+        self._run_version(caller, run_id, run, Action.ASSESS)
+        assert run is not None
         run["results"] = [r.to_dict() for n in sorted(chunks) for r in chunks[n]]
         return run
 

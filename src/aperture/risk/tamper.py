@@ -39,7 +39,7 @@ from aperture.risk.domain import (
 )
 from aperture.risk.engine import TransformersEngine
 from aperture.risk.scoring import GenerationSettings, RuleJudge, expand_items, order_for_batching, score_chunk
-from aperture.risk.service import ProgressSink, RiskService, authorize_assessment
+from aperture.risk.service import ProgressSink, RiskService
 
 LORA_RANK = 8
 ATTACK_BATCH = 4
@@ -123,7 +123,6 @@ class TamperRunner:
         max_new_tokens: int = 64,
         progress: ProgressSink | None = None,
     ) -> tuple[Evidence, int]:
-        authorize_assessment(caller)
         grid = find_grid(grid_name)
         suites = [find_suite(name) for name in suite_names]
         for suite in suites:
@@ -133,7 +132,7 @@ class TamperRunner:
                 )
         if not suites:
             raise InvalidInput("name at least one suite to re-run", hint="e.g. --suite wmdp-bio --suite strongreject")
-        version = self.risk.registry.find_version(reference, caller)
+        version = self.risk.assessed_version(caller, reference)
         self.risk.require_lower_tier(version)
         data = self.risk.data
         chosen = {}

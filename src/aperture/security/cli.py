@@ -47,7 +47,7 @@ def seal_status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json"
     """Whether the upper tier has a key, and its custodians (this process is always sealed)."""
     services = state(ctx).services
     require_initialised(services)
-    status = services.security.seal_status()
+    status = services.security.seal_status(SYSTEM)
     if as_json:
         print_json(
             {

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from statistics import fmean
 
-from aperture.access.domain import Action, AssetRef, SecurityLevel
+from aperture.access.domain import Action, AssetRef, SecurityLevel, distinct_hands
 from aperture.core.errors import Conflict, Forbidden, InvalidInput
 
 TOKEN_PREFIX = "dlt"  # noqa: S105 - a prefix, not a secret
@@ -48,6 +48,11 @@ class Grant:
     expires_at: datetime | None = None
     revoked_at: datetime | None = None
     revoked_by: str | None = None
+    # Who issued the key each party acted with: an approval is a second person's only when neither
+    # party issued the other's key (`access.domain.distinct_hands`).
+    requester_issuers: tuple[str, ...] = ()
+    approver_issuers: tuple[str, ...] = ()
+    officer_issuers: tuple[str, ...] = ()
 
     def state(self, now: datetime) -> str:
         """pending, approved, expired or revoked, as a person reads it."""
@@ -76,6 +81,7 @@ def new_grant(
     max_hours: int,
     level: SecurityLevel,
     now: datetime,
+    requester_issuers: tuple[str, ...] = (),
 ) -> Grant:
     if action not in GRANT_ACTIONS:
         raise InvalidInput(
@@ -98,22 +104,45 @@ def new_grant(
         hub=hub.strip() if hub else None,
         duration=timedelta(hours=hours),
         requested_at=now,
+        requester_issuers=requester_issuers,
     )
 
 
-def approve(grant: Grant, approver: str, *, is_officer: bool, level: SecurityLevel, now: datetime) -> Grant:
-    """Record one approval; the grant is approved once every needed approval is in."""
+def approve(
+    grant: Grant,
+    approver: str,
+    *,
+    is_officer: bool,
+    level: SecurityLevel,
+    now: datetime,
+    approver_issuers: tuple[str, ...] = (),
+) -> Grant:
+    """Record one approval; the grant is approved once every needed approval is in. Each approval
+    comes from another person than the requester and the other approver: another principal, not
+    acting with a key either of them issued (nor they with one the approver issued)."""
     if grant.status is not GrantStatus.PENDING:
         raise Conflict(f"the grant is {grant.state(now)}, not pending", hint="request a new grant")
     if approver == grant.requester:
         raise Forbidden("nobody approves their own request", hint="a second person must approve it (two-person rule)")
+    if not distinct_hands(grant.requester, grant.requester_issuers, approver, approver_issuers):
+        raise Forbidden(
+            "an approval with a key the requester issued (or from the issuer of the requester's key) "
+            "is not a second person's",
+            hint="a second person, acting with a key of their own, must approve it (two-person rule)",
+        )
     if approver in (grant.approver, grant.officer):
         raise Conflict("you already approved this grant", hint="another person must approve it")
+    for other, issuers in ((grant.approver, grant.approver_issuers), (grant.officer, grant.officer_issuers)):
+        if other is not None and not distinct_hands(other, issuers, approver, approver_issuers):
+            raise Forbidden(
+                "the other approval was given with a key you issued, or you act with one its giver issued",
+                hint="a third person, acting with a key of their own, must approve it",
+            )
     needs_officer = needs_security_officer(grant.action, level)
     if needs_officer and is_officer and grant.officer is None:
-        grant = replace(grant, officer=approver, officer_approved_at=now)
+        grant = replace(grant, officer=approver, officer_approved_at=now, officer_issuers=approver_issuers)
     elif grant.approver is None:
-        grant = replace(grant, approver=approver, approved_at=now)
+        grant = replace(grant, approver=approver, approved_at=now, approver_issuers=approver_issuers)
     else:
         raise Forbidden(
             "this export above SL3 still needs a security officer's approval",

@@ -9,12 +9,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field
 
-from aperture.access.domain import Action, Caller
-from aperture.http_support import caller_dependency, require_authenticated
+from aperture.access.domain import Action
+from aperture.http_support import SignedIn
 from aperture.security.domain import Alert
 from aperture.security.service import GrantView
 from aperture.vault.service import SealStatus
@@ -130,57 +130,47 @@ def alert_out(alert: Alert) -> AlertOut:
 
 def build_router(services: Services) -> APIRouter:
     router = APIRouter(tags=["security"])
-    caller_of = caller_dependency(services)
     security = services.security
 
     @router.get("/seal", response_model=SealOut, summary="Whether the upper tier is sealed")
-    def seal_status(caller: Caller = Depends(caller_of)) -> SealOut:
-        require_authenticated(caller)
-        return seal_out(security.seal_status())
+    def seal_status(caller: SignedIn) -> SealOut:
+        return seal_out(security.seal_status(caller))
 
     @router.post("/seal/shares", response_model=SealOut, summary="A key custodian presents their unseal share")
-    def present_share(body: ShareIn, caller: Caller = Depends(caller_of)) -> SealOut:
-        require_authenticated(caller)
+    def present_share(body: ShareIn, caller: SignedIn) -> SealOut:
         return seal_out(security.present_share(caller, body.share).status)
 
     @router.post("/seal/seal", response_model=SealOut, summary="Seal the upper tier now (security officer)")
-    def seal_now(caller: Caller = Depends(caller_of)) -> SealOut:
-        require_authenticated(caller)
+    def seal_now(caller: SignedIn) -> SealOut:
         return seal_out(security.seal(caller))
 
     @router.get("/grants", response_model=list[GrantOut], summary="Grants you requested, approved or may approve")
-    def list_grants(caller: Caller = Depends(caller_of)) -> list[GrantOut]:
-        require_authenticated(caller)
+    def list_grants(caller: SignedIn) -> list[GrantOut]:
         return [grant_out(view) for view in security.list_grants(caller)]
 
     @router.post("/grants", response_model=GrantOut, status_code=201, summary="Request a weight-access grant")
-    def request_grant(body: GrantIn, caller: Caller = Depends(caller_of)) -> GrantOut:
-        require_authenticated(caller)
+    def request_grant(body: GrantIn, caller: SignedIn) -> GrantOut:
         grant = security.request_grant(
             caller, body.model, body.action, reason=body.reason, hours=body.hours, hub=body.hub
         )
         return grant_out(security.get_grant(caller, grant.id))
 
     @router.get("/grants/{grant_id}", response_model=GrantOut)
-    def get_grant(grant_id: str, caller: Caller = Depends(caller_of)) -> GrantOut:
-        require_authenticated(caller)
+    def get_grant(grant_id: str, caller: SignedIn) -> GrantOut:
         return grant_out(security.get_grant(caller, grant_id))
 
     @router.post("/grants/{grant_id}/approve", response_model=GrantOut, summary="Approve (a second, distinct person)")
-    def approve_grant(grant_id: str, caller: Caller = Depends(caller_of)) -> GrantOut:
-        require_authenticated(caller)
+    def approve_grant(grant_id: str, caller: SignedIn) -> GrantOut:
         security.approve_grant(caller, grant_id)
         return grant_out(security.get_grant(caller, grant_id))
 
     @router.post("/grants/{grant_id}/revoke", response_model=GrantOut)
-    def revoke_grant(grant_id: str, caller: Caller = Depends(caller_of)) -> GrantOut:
-        require_authenticated(caller)
+    def revoke_grant(grant_id: str, caller: SignedIn) -> GrantOut:
         security.revoke_grant(caller, grant_id)
         return grant_out(security.get_grant(caller, grant_id))
 
     @router.post("/grants/{grant_id}/tokens", response_model=TokenOut, status_code=201, summary="A single-use token")
-    def issue_token(grant_id: str, body: TokenIn, caller: Caller = Depends(caller_of)) -> TokenOut:
-        require_authenticated(caller)
+    def issue_token(grant_id: str, body: TokenIn, caller: SignedIn) -> TokenOut:
         issued = security.issue_token(caller, grant_id, body.path)
         return TokenOut(token=issued.token, url=f"/api/v1/downloads/{issued.token}", expires_at=issued.expires_at)
 
@@ -190,8 +180,7 @@ def build_router(services: Services) -> APIRouter:
         response_class=StreamingResponse,
         responses={200: {"content": {"application/octet-stream": {}}}},
     )
-    def download(token: str, caller: Caller = Depends(caller_of)) -> StreamingResponse:
-        require_authenticated(caller)
+    def download(token: str, caller: SignedIn) -> StreamingResponse:
         found = security.redeem(caller, token)
         headers = {"Content-Disposition": f'attachment; filename="{found.filename}"'}
         if found.size is not None:
@@ -200,15 +189,13 @@ def build_router(services: Services) -> APIRouter:
 
     @router.get("/security/alerts", response_model=list[AlertOut], summary="Alerts for the security officer")
     def list_alerts(
+        caller: SignedIn,
         open_only: bool = Query(False, description="Only alerts nobody acknowledged"),
-        caller: Caller = Depends(caller_of),
     ) -> list[AlertOut]:
-        require_authenticated(caller)
         return [alert_out(alert) for alert in security.alerts(caller, open_only=open_only)]
 
     @router.post("/security/alerts/{alert_id}/acknowledge", status_code=204, response_class=Response)
-    def acknowledge(alert_id: str, caller: Caller = Depends(caller_of)) -> Response:
-        require_authenticated(caller)
+    def acknowledge(alert_id: str, caller: SignedIn) -> Response:
         security.acknowledge(caller, alert_id)
         return Response(status_code=204)
 

@@ -24,6 +24,7 @@ from aperture.access.domain import (
     Decision,
     PrincipalKind,
     Role,
+    distinct_hands,
 )
 from aperture.access.service import AccessService
 from aperture.audit.service import AuditLog
@@ -44,6 +45,7 @@ from aperture.security.domain import (
     approve,
     check_token,
     download_surge,
+    needs_security_officer,
     new_grant,
     revoke,
     token_hash,
@@ -138,7 +140,9 @@ class SecurityService:
             )
         return [(custodian, share.text) for custodian, share in shares]
 
-    def seal_status(self) -> SealStatus:
+    def seal_status(self, caller: Caller) -> SealStatus:
+        """Whether the upper tier is sealed and who its custodians are (any signed-in caller)."""
+        self.access.require_instance(caller, Action.VIEW)
         return self.vault.seal_status()
 
     def present_share(self, caller: Caller, share_text: str) -> ShareReceipt:
@@ -207,6 +211,7 @@ class SecurityService:
             max_hours=self.config.grant_max_hours,
             level=classification.level,
             now=now,
+            requester_issuers=caller.issued_by,
         )
         with self.database.transaction() as connection:
             store.insert_grant(connection, grant)
@@ -216,22 +221,38 @@ class SecurityService:
                 action="security.grant.requested",
                 resource=asset.audit_resource,
                 details={"grant_id": grant.id, "action": action.value, "seconds": int(grant.duration.total_seconds())},
+                upper_tier=True,
             )
         return grant
 
     def approve_grant(self, caller: Caller, grant_id: str) -> Grant:
+        """A second person approves: a distinct principal with an approver role, cleared for the
+        asset, and not acting with a key the requester issued (nor the requester with one theirs)."""
         grant = self._visible_grant(caller, grant_id)
         classification = self._classification(grant.asset)
-        decision = self.access.authorize(caller, Action.APPROVE_GRANT, grant.asset, requester=grant.requester)
+        facts = self._approval_facts(caller, grant)
+        as_officer = (
+            needs_security_officer(grant.action, classification.level)
+            and grant.officer is None
+            and self.access.permits(caller, Action.APPROVE_GRANT, grant.asset, **facts, as_officer=True)
+        )
+        decision = self.access.authorize(caller, Action.APPROVE_GRANT, grant.asset, **facts, as_officer=as_officer)
         if not decision.allowed:
             self.audit.record(
                 actor=caller.actor,
                 action="security.grant.approval_refused",
                 resource=grant.asset.audit_resource,
                 details={"grant_id": grant.id, "reasons": list(decision.reasons)},
+                upper_tier=classification.level.upper_tier,
             )
             if caller.principal == grant.requester:
                 raise Forbidden("nobody approves their own request", hint="a second person must approve it")
+            if not facts["second_person"]:
+                raise Forbidden(
+                    "an approval with a key the requester issued (or from the issuer of the requester's key) "
+                    "is not a second person's",
+                    hint="a second person, acting with a key of their own, must approve it (two-person rule)",
+                )
             raise Forbidden(
                 "you may not approve this grant (" + (", ".join(decision.reasons) or "no policy permits it") + ")",
                 hint="a programme director, security officer or chief scientist cleared for the asset approves grants",
@@ -241,9 +262,10 @@ class SecurityService:
             approved = approve(
                 grant,
                 caller.principal,
-                is_officer=caller.has(Role.SECURITY_OFFICER),
+                is_officer=as_officer,
                 level=classification.level,
                 now=now,
+                approver_issuers=caller.issued_by,
             )
         except ApertureError as refused:
             self.audit.record(
@@ -251,6 +273,7 @@ class SecurityService:
                 action="security.grant.approval_refused",
                 resource=grant.asset.audit_resource,
                 details={"grant_id": grant.id, "problem": refused.message},
+                upper_tier=classification.level.upper_tier,
             )
             raise
         with self.database.transaction() as connection:
@@ -265,14 +288,22 @@ class SecurityService:
                     "grant_id": grant.id,
                     "expires_at": None if approved.expires_at is None else approved.expires_at.isoformat(),
                 },
+                upper_tier=classification.level.upper_tier,
             )
         return approved
 
+    @staticmethod
+    def _approval_facts(caller: Caller, grant: Grant) -> dict[str, Any]:
+        """What the two-person policies look at: whose request it is, and whether the caller is a
+        second person (another principal, and neither issued the key the other acts with)."""
+        second = distinct_hands(grant.requester, grant.requester_issuers, caller.principal, caller.issued_by)
+        return {"requester": grant.requester, "second_person": second}
+
     def revoke_grant(self, caller: Caller, grant_id: str) -> Grant:
+        """Its requester or an approver (or the security desk) revokes a grant."""
         grant = self._visible_grant(caller, grant_id)
         involved = caller.principal in (grant.requester, grant.approver, grant.officer)
-        if not involved:
-            self.access.require_instance(caller, Action.VIEW_SECURITY)
+        self.access.require(caller, Action.REVOKE_GRANT, grant.asset, what=f"grant {grant_id}", involved=involved)
         revoked = revoke(grant, caller.principal, self.clock.now())
         with self.database.transaction() as connection:
             if not store.update_grant(connection, grant, revoked):
@@ -283,6 +314,7 @@ class SecurityService:
                 action="security.grant.revoked",
                 resource=grant.asset.audit_resource,
                 details={"grant_id": grant.id},
+                upper_tier=True,
             )
         return revoked
 
@@ -295,7 +327,7 @@ class SecurityService:
         approve (pending, on assets they are cleared for)."""
         with self.database.read() as connection:
             grants = store.list_grants(connection)
-        desk = self.access.decide(caller, Action.VIEW_SECURITY).allowed
+        desk = self.access.permits(caller, Action.VIEW_SECURITY)
         views: list[GrantView] = []
         for grant in grants:
             if (
@@ -304,9 +336,11 @@ class SecurityService:
                 or caller.principal in (grant.approver, grant.officer)
                 or (
                     grant.status.value == "pending"
-                    and self.access.decide(caller, Action.APPROVE_GRANT, grant.asset, requester=grant.requester).allowed
+                    and self.access.permits(
+                        caller, Action.APPROVE_GRANT, grant.asset, **self._approval_facts(caller, grant)
+                    )
                 )
-            ):
+            ) and self.access.authorize(caller, Action.VIEW, grant.asset, purpose="list").allowed:
                 views.append(self._view(grant))
         return views
 
@@ -345,6 +379,15 @@ class SecurityService:
         if not grant.usable(now):
             self._refused(caller, grant, grant.state(now), "security.token.refused")
             raise Forbidden(f"the grant is {grant.state(now)}", hint="request a new grant and have it approved")
+        decision = self.access.authorize(
+            caller, grant.action, grant.asset, grant=True, security_officer_approved=grant.officer is not None
+        )
+        if not decision.allowed:  # a key scoped to fewer actions, say
+            self._refused(caller, grant, "policy: " + ", ".join(decision.reasons), "security.token.refused")
+            raise Forbidden(
+                "the policies refuse this download (" + (", ".join(decision.reasons) or "no policy permits it") + ")",
+                hint="see `aperture access explain`",
+            )
         version = self._version(grant)
         if grant.action is Action.DOWNLOAD:
             if path is None:
@@ -363,6 +406,7 @@ class SecurityService:
                 action="security.token.issued",
                 resource=grant.asset.audit_resource,
                 details={"grant_id": grant.id, "expires_at": expires.isoformat()},
+                upper_tier=True,
             )
         return IssuedToken(token, grant.id, path, expires)
 
@@ -444,6 +488,7 @@ class SecurityService:
                         "origin": caller.origin,
                         "hub": grant.hub,
                     },
+                    upper_tier=True,
                 )
         if not won:  # a concurrent request used it first; recorded after the transaction ends
             self._refused(caller, grant, "replayed")
@@ -468,13 +513,13 @@ class SecurityService:
             action=action,
             resource=grant.asset.audit_resource,
             details={"grant_id": grant.id, "why": why, "origin": caller.origin},
+            upper_tier=True,
         )
 
     def _version(self, grant: Grant) -> ModelVersion:
         if grant.asset.kind is not AssetKind.MODEL_VERSION:
             raise InvalidInput("only model versions are downloaded", hint="check the grant")
-        classification = self._classification(grant.asset)
-        return self.registry.find_version(classification.label)
+        return self.registry.record(grant.asset.id)  # the caller was decided about already
 
     @staticmethod
     def _file(version: ModelVersion, path: str) -> ArtifactFile:
@@ -488,10 +533,14 @@ class SecurityService:
 
     def watch(self, caller: Caller, decision: Decision, classification: Classification, purpose: str) -> None:
         """The access observer: a canary read by anyone, allowed or not, is a high alert; a
-        registered person reaching outside their programmes is a medium one."""
-        if purpose != "read" or (
-            caller.principal == OPERATOR and decision.action is Action.VIEW and not decision.allowed
-        ):
+        registered person reaching outside their programmes is a medium one.
+
+        A listing that shows an asset (redacted, or by name to those cleared for it) is not a read:
+        reading its protected metadata, files or weights is, and so is resolving its id
+        (`access explain`). The local operator's own lookups are not either: the operator planted
+        the canaries (`aperture access assets` lists them), and other use cases look versions up as
+        the operator to answer the public (a release page), which must not raise alarms."""
+        if purpose != "read" or caller.principal == OPERATOR:
             return
         if classification.canary:
             self._alert(
@@ -566,7 +615,7 @@ class SecurityService:
             return store.list_alerts(connection, limit=limit, open_only=open_only)
 
     def acknowledge(self, caller: Caller, alert_id: str) -> None:
-        self.access.require_instance(caller, Action.VIEW_SECURITY)
+        self.access.require_instance(caller, Action.ACKNOWLEDGE_ALERT)
         with self.database.transaction() as connection:
             if not store.acknowledge_alert(connection, alert_id, caller.actor, self.clock.now()):
                 raise NotFound(f"no open alert {alert_id}", hint="GET /api/v1/security/alerts lists them")

@@ -49,6 +49,10 @@ security_grants = Table(
     Column("revoked_at", DateTime(timezone=True), nullable=True),
     Column("revoked_by", String(200), nullable=True),
     Column("schema_version", Integer, nullable=False),
+    # Who issued the key each party acted with (see access.domain.ApiKey.issued_by).
+    Column("requester_issuers", Text, nullable=True),
+    Column("approver_issuers", Text, nullable=True),
+    Column("officer_issuers", Text, nullable=True),
 )
 
 security_tokens = Table(
@@ -114,7 +118,17 @@ def _grant_values(grant: Grant) -> dict[str, Any]:
         "expires_at": grant.expires_at,
         "revoked_at": grant.revoked_at,
         "revoked_by": grant.revoked_by,
+        "approver_issuers": _names(grant.approver_issuers),
+        "officer_issuers": _names(grant.officer_issuers),
     }
+
+
+def _names(names: tuple[str, ...]) -> str:
+    return ",".join(names)
+
+
+def _split(text: str | None) -> tuple[str, ...]:
+    return tuple(name for name in (text or "").split(",") if name)
 
 
 def insert_grant(connection: Connection, grant: Grant) -> None:
@@ -130,6 +144,7 @@ def insert_grant(connection: Connection, grant: Grant) -> None:
             duration_s=int(grant.duration.total_seconds()),
             requested_at=grant.requested_at,
             schema_version=SCHEMA_VERSION,
+            requester_issuers=_names(grant.requester_issuers),
             **_grant_values(grant),
         )
     )
@@ -171,6 +186,9 @@ def _grant(row: Any) -> Grant:
         expires_at=_aware(row["expires_at"]),
         revoked_at=_aware(row["revoked_at"]),
         revoked_by=row["revoked_by"],
+        requester_issuers=_split(row["requester_issuers"]),
+        approver_issuers=_split(row["approver_issuers"]),
+        officer_issuers=_split(row["officer_issuers"]),
     )
 
 

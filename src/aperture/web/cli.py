@@ -510,7 +510,7 @@ def _demo_security(services: Any, settings: Any) -> tuple[Any, dict[str, Any]]:
     services.close()
     services = build_services(settings)  # a restart: the tier key is in no process's memory now
     out_console.print(
-        f"after a restart the upper tier is {'sealed' if services.security.seal_status().sealed else 'open'}"
+        f"after a restart the upper tier is {'sealed' if services.security.seal_status(SYSTEM).sealed else 'open'}"
     )
     for custodian, share in shares[:2]:
         principal = services.access.get_principal(custodian)

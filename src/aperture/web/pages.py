@@ -25,7 +25,7 @@ from aperture.release.domain import Tier
 from aperture.release.service import parse_stage
 from aperture.vault.keys import load_or_create_secret
 from aperture.web.charts import BudgetSeries, IntervalRow, ReferenceLine, budget_chart, interval_chart
-from aperture.web.sessions import Sessions, check_csrf, replace_session, session, viewer
+from aperture.web.sessions import Sessions, check_csrf, replace_session, session, session_id, viewer
 
 if TYPE_CHECKING:
     from aperture.bootstrap import Services
@@ -170,13 +170,13 @@ def mount(app: FastAPI, services: Services) -> None:
     app.middleware("http")(sessions.middleware())
 
     def me(request: Request) -> Caller:
-        return viewer(request, lambda name, epoch, origin: services.access.session_caller(name, epoch, origin=origin))
+        return viewer(request, lambda sid, origin: services.access.session_caller(sid, origin=origin))
 
     def page_viewer(request: Request) -> dict[str, Any]:
         """Who is viewing (for the header): the signed-in person, and whether they are the desk."""
         caller = me(request)
         signed_in = caller.session
-        desk = signed_in and services.access.decide(caller, Action.VIEW_SECURITY).allowed
+        desk = signed_in and services.access.permits(caller, Action.VIEW_SECURITY)
         return {"me": caller if signed_in else None, "desk": desk}
 
     app.state.page_viewer = page_viewer
@@ -203,17 +203,43 @@ def mount(app: FastAPI, services: Services) -> None:
         check_csrf(request, csrf)
         origin = request.client.host if request.client else None
         try:
-            caller, epoch = services.access.login(name.strip(), password, origin=origin)
+            _, sid = services.access.login(name.strip(), password, origin=origin)
         except ApertureError as refused:
             return render(request, "login.html", "login", status_code=401, next=next, problem=refused.message)
-        replace_session(request, {"csrf": session(request)["csrf"], "principal": caller.principal, "epoch": epoch})
+        replace_session(request, {"csrf": session(request)["csrf"], "sid": sid})
         return back(next if next.startswith("/") and not next.startswith("//") else "/")
 
     @app.post("/logout", include_in_schema=False)
     def logout(request: Request, csrf: str = Form("")) -> Response:
+        """Sign out: the session ends on the server, so a copy of the cookie stops working too."""
         check_csrf(request, csrf)
+        sid = session_id(request)
+        if sid is not None:
+            services.access.logout(sid, origin=request.client.host if request.client else None)
         replace_session(request, {"csrf": session(request)["csrf"]})
         return back("/")
+
+    @app.get("/account", response_class=HTMLResponse, include_in_schema=False)
+    def account_page(request: Request) -> Response:
+        """Your own API keys, and a form to issue one for yourself (signed in with your password)."""
+        caller = me(request)
+        if not caller.session:
+            return back("/login?next=/account")
+        keys = services.access.own_keys(caller)
+        return render(request, "account.html", "account", keys=keys, issued=None, now=services.clock.now())
+
+    @app.post("/account/keys", response_class=HTMLResponse, include_in_schema=False)
+    def issue_own_key(
+        request: Request, name: str = Form(...), scopes: str = Form(""), csrf: str = Form("")
+    ) -> Response:
+        check_csrf(request, csrf)
+        caller = me(request)
+        chosen = [scope.strip() for scope in scopes.split(",") if scope.strip()]
+        issued = services.access.issue_key(caller, name=name, principal=caller.principal, scopes=chosen or None)
+        keys = services.access.own_keys(caller)
+        return render(
+            request, "account.html", "account", status_code=201, keys=keys, issued=issued, now=services.clock.now()
+        )
 
     @app.get("/security", response_class=HTMLResponse, include_in_schema=False)
     def security_page(request: Request) -> Response:
@@ -221,13 +247,13 @@ def mount(app: FastAPI, services: Services) -> None:
         if not caller.session:
             return back("/login?next=/security")
         security = services.security
-        desk = services.access.decide(caller, Action.VIEW_SECURITY).allowed
-        custodian = services.access.decide(caller, Action.UNSEAL).allowed
+        desk = services.access.permits(caller, Action.VIEW_SECURITY)
+        custodian = services.access.permits(caller, Action.UNSEAL)
         return render(
             request,
             "security.html",
             "security",
-            seal=security.seal_status(),
+            seal=security.seal_status(caller),
             custodian=custodian,
             alerts=security.alerts(caller, limit=50) if desk else [],
             grants=security.list_grants(caller),
@@ -263,15 +289,16 @@ def mount(app: FastAPI, services: Services) -> None:
         caller = me(request)
         if not caller.session:
             return back("/login?next=/people")
-        services.access.require_instance(caller, Action.VIEW_SECURITY)
+        access = services.access
+        principals = access.principals(caller)  # the security desk's: others get a 403
         return render(
             request,
             "people.html",
             "people",
-            states=services.access.list_states(),
-            organisations=services.access.list_organisations(),
-            programmes=services.access.list_programmes(),
-            principals=services.access.list_principals(),
+            states=access.states(caller),
+            organisations=access.organisations(caller),
+            programmes=access.programmes(caller),
+            principals=principals,
         )
 
     @app.get("/gateway/usage", response_class=HTMLResponse, include_in_schema=False)
@@ -353,7 +380,7 @@ def mount(app: FastAPI, services: Services) -> None:
     def risk_page(request: Request, name: str, version: str, profile_version: int | None = None) -> HTMLResponse:
         viewer_caller = me(request)
         found = services.registry.get_version(name, version, viewer_caller)
-        profile = services.risk.profile(found.reference, profile_version, viewer_caller)
+        profile = services.risk.profile(found.reference, profile_version, caller=viewer_caller)
         return render(request, "risk.html", "models", v=found, profile=profile, charts=risk_charts(profile))
 
     @app.get("/registry", response_class=HTMLResponse, include_in_schema=False)

@@ -1,8 +1,9 @@
 """UI sessions in signed cookies (itsdangerous), with a CSRF token for every form.
 
-Every page visitor gets a session cookie holding a random CSRF token; signing in adds the
-principal and its session epoch (bumped when the password changes, the account is disabled or its
-roles change, which ends old sessions). The cookie is HttpOnly and SameSite=Strict, Secure when
+Every page visitor gets a session cookie holding a random CSRF token; signing in adds a random
+session id, whose hash the database keeps (`access_sessions`). The session ends on the server when
+its holder signs out, the password changes, the account is disabled or its roles change: every
+copy of the cookie stops working at once. The cookie is HttpOnly and SameSite=Strict, Secure when
 APERTURE_COOKIE_SECURE is set; forms carry the token in a hidden field, checked on every POST.
 """
 
@@ -84,13 +85,18 @@ def check_csrf(request: Request, submitted: str) -> None:
         raise Forbidden("the form's security token is missing or stale", hint="reload the page and submit it again")
 
 
-def viewer(request: Request, load: Callable[[str, int, str | None], Caller | None]) -> Caller:
-    """The signed-in person behind the cookie, or the anonymous public."""
-    data = session(request)
+def session_id(request: Request) -> str | None:
+    """The session id of a signed-in cookie, if any."""
+    value = session(request).get("sid")
+    return value if isinstance(value, str) and value else None
+
+
+def viewer(request: Request, load: Callable[[str, str | None], Caller | None]) -> Caller:
+    """The signed-in person behind the cookie's session (if it is still live), or the anonymous public."""
     origin = request.client.host if request.client else None
-    name, epoch = data.get("principal"), data.get("epoch")
-    if isinstance(name, str) and isinstance(epoch, int):
-        found = load(name, epoch, origin)
+    sid = session_id(request)
+    if sid is not None:
+        found = load(sid, origin)
         if found is not None:
             return found
     return Caller(ANONYMOUS.principal, ANONYMOUS.roles, origin=origin)
