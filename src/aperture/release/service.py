@@ -1225,7 +1225,7 @@ class ReleaseService:
             # (and a canary's watch hears of it) for whoever asked; the answer is the same as for none.
             self._access.authorize(caller, Action.VIEW, version_asset(version.id))
             raise missing
-        profile = self._risk.profile(version.reference)
+        profile = self._risk.profile(version.reference, caller=caller)
         decision = self.evaluate(SYSTEM, version.reference)
         return version, {
             "model": version.reference,
