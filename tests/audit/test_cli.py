@@ -38,7 +38,8 @@ def test_list_and_show(run: Any, services: Services) -> None:
     assert body["events"][0]["action"] == "instance.initialised"
     assert run("list").exit_code == 0
     shown = json.loads(run("show", "0", "--json").stdout)
-    assert shown["leaf_hash"] == domain.event_leaf_hash(services.audit.get_event(0)).hex()
+    assert shown["leaf_hash"] == domain.leaf_hash(domain.event_leaf_data(shown)).hex()
+    assert domain.check_disclosed(shown) == [] and "actor" in shown["disclosed"]  # the operator's view
     missing = run("show", "99")
     assert missing.exit_code == 3
     assert "aperture audit list" in missing.stderr

@@ -319,7 +319,7 @@ json_values = st.recursive(
 def test_leaf_data_is_the_canonical_json_of_the_event(
     event_id: str, occurred_at: str, actor: str, action: str, resource: str, details: dict[str, Any]
 ) -> None:
-    event = AuditEvent(0, event_id, occurred_at, actor, action, resource, details)
+    event = AuditEvent(0, event_id, occurred_at, actor, action, resource, details, schema_version=1)
     expected = canonical_json(
         {
             "v": 1,
@@ -396,10 +396,32 @@ def test_tampered_or_foreign_checkpoints_are_refused() -> None:
 
 
 def _events(n: int) -> list[AuditEvent]:
+    """Version 1 events (every field in clear in the leaf), for the tree and bundle tests."""
     return [
-        AuditEvent(i, f"id-{i}", f"2026-01-01T00:00:{i % 60:02d}.000000Z", "alice", "test.did", f"thing:{i}", {"n": i})
+        AuditEvent(
+            i, f"id-{i}", f"2026-01-01T00:00:{i % 60:02d}.000000Z", "alice", "test.did", f"thing:{i}", {"n": i}, 1
+        )
         for i in range(n)
     ]
+
+
+def _record(event: AuditEvent) -> domain.EventRecord:
+    return domain.EventRecord(
+        event.leaf_index,
+        event.event_id,
+        event.occurred_at,
+        event.action,
+        event.actor,
+        event.resource,
+        event.details,
+        event.schema_version,
+        domain.event_leaf_hash(event),
+    )
+
+
+def _json(event: AuditEvent) -> dict[str, Any]:
+    """A version 1 event as the operator sees it (every field in clear)."""
+    return domain.event_json(_record(event), domain.FAIL_CLOSED, domain.disclose_all)
 
 
 def test_bundles_check_offline_and_tampering_is_named() -> None:
@@ -407,7 +429,9 @@ def test_bundles_check_offline_and_tampering_is_named() -> None:
     events = _events(13)
     hashes = [domain.event_leaf_hash(e) for e in events]
     head = _head(key, pem, 13, root_hash(hashes))
-    proof = domain.InclusionProof(events[6], hashes[6], 13, head.root_hash, tuple(inclusion_proof(hashes, 6)), head)
+    proof = domain.InclusionProof(
+        _json(events[6]), hashes[6], 13, head.root_hash, tuple(inclusion_proof(hashes, 6)), head
+    )
     bundle = json.loads(json.dumps(proof.to_json()))
     assert check_bundle(bundle, pem).ok
 
@@ -450,6 +474,7 @@ def _records(events: list[AuditEvent]) -> list[domain.LeafRecord]:
             domain.details_text(e.details),
             domain.event_leaf_hash(e),
             e.schema_version,
+            None,
         )
         for e in events
     ]
@@ -468,7 +493,7 @@ def test_log_verifier_finds_edits_deletions_and_swaps() -> None:
     hashes = [r[7] for r in records]
     heads = [_head(key, pem, 20, root_hash(hashes[:20])), _head(key, pem, 40, root_hash(hashes))]
     clean = _verify(records, heads, pem)
-    assert clean.ok and clean.heads_checked == 2 and clean.tree_size == 40
+    assert clean.ok and clean.heads_checked == 2 and clean.tree_size == 40 and clean.warnings == ()
 
     edited = list(records)
     edited[25] = (*edited[25][:6], '{"n":999}', *edited[25][7:])

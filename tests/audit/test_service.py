@@ -24,12 +24,13 @@ def append(services: Services, n: int, prefix: str = "thing") -> list[AuditEvent
 
 
 def all_leaf_hashes(services: Services) -> list[bytes]:
-    events: list[AuditEvent] = []
+    """Every leaf hash, recomputed from what each event's public view shows."""
+    events: list[dict[str, object]] = []
     before = None
-    while page := services.audit.list_events(limit=500, before=before):
-        events.extend(page)
+    while page := services.audit.list_records(limit=500, before=before):
+        events.extend(services.audit.event_json(record, domain.disclose_none) for record in page)
         before = page[-1].leaf_index
-    return [domain.event_leaf_hash(e) for e in reversed(events)]
+    return [domain.leaf_hash(domain.event_leaf_data(e)) for e in reversed(events)]
 
 
 def sql(services: Services, statement: str, **params: object) -> None:
@@ -144,7 +145,13 @@ def test_a_clean_log_verifies(services: Services) -> None:
 def test_verify_detects_an_edited_row(services: Services) -> None:
     append(services, 20)
     services.audit.issue_tree_head()
-    sql(services, "UPDATE audit_events SET details = :details WHERE leaf_index = 7", details='{"i":99,"s":"é"}')
+    edited = services.audit.get_record(7)
+    details = dict(edited.details, s="edited")  # a public-looking field added by hand
+    sql(
+        services,
+        "UPDATE audit_events SET details = :details WHERE leaf_index = 7",
+        details=domain.details_text(details),
+    )
     report = services.audit.verify()
     kinds = {(p.kind, p.where) for p in report.problems}
     assert (ProblemKind.LEAF, "leaf 7") in kinds
@@ -276,6 +283,6 @@ def test_the_newest_inclusion_proof_uses_the_signed_head_else_the_current_tree(s
     late = append(services, 1)[0]
     uncovered = services.audit.newest_inclusion_proof(late.leaf_index)
     assert uncovered.tree_head is None and uncovered.tree_size == late.leaf_index + 1
-    assert uncovered.event == late
+    assert uncovered.event["event_id"] == late.event_id
     with pytest.raises(NotFound):
         services.audit.newest_inclusion_proof(late.leaf_index + 1)

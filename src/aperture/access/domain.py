@@ -324,6 +324,8 @@ class Action(StrEnum):
     VIEW_SECURITY = "view_security"  # alerts, grants, the seal
     UNSEAL = "unseal"
     SEAL = "seal"
+    # --- audit
+    VIEW_AUDIT_INTERNAL = "view_audit_internal"  # the private view of the log: withheld fields, provable
 
 
 WEIGHT_ACTIONS = (Action.DOWNLOAD, Action.EXPORT, Action.COPY_TO_HUB)

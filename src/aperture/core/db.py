@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 # The newest migration under core/migrations/versions. Kept here so that checking an instance's
 # schema at every command start reads one row instead of importing Alembic and parsing every
 # migration script (a fifth of a CLI command's start-up); a test keeps it equal to Alembic's head.
-SCHEMA_HEAD = "0006"
+SCHEMA_HEAD = "0007_audit"
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
