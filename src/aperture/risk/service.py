@@ -213,6 +213,7 @@ class RiskService:
                 actor=caller.actor,
                 action="risk.run.started",
                 resource=f"model:{version.reference}",
+                upper_tier=self.registry.upper_tier(version),
                 details={
                     "run": run_id,
                     "suite": suite.name,
@@ -411,6 +412,7 @@ class RiskService:
             action=action,
             resource=f"model:{version.reference}",
             details={**details, "profile_version": profile_version},
+            upper_tier=self.registry.upper_tier(version),
         )
         return profile_version
 
