@@ -23,6 +23,8 @@ def root(ctx: typer.Context) -> None:
 
     if ctx.obj is None:
         ctx.obj = CliState(settings=load_settings())
+    if ctx.obj._services is not None:  # services handed in (tests): count only this command's writes
+        ctx.obj._services.audit.appended = False
     ctx.call_on_close(lambda: sign_after_writes(ctx.obj))
 
 
@@ -86,6 +88,7 @@ def _mount() -> None:
     from aperture.access.cli import access_app
     from aperture.access.cli import app as keys_app
     from aperture.audit.cli import app as audit_app
+    from aperture.audit.cli import verify_release_command
     from aperture.gateway.cli import app as gateway_app
     from aperture.licensing.cli import app as licensing_app
     from aperture.registry.cli import app as models_app
@@ -109,6 +112,7 @@ def _mount() -> None:
     app.add_typer(licensing_app, name="licensing")
     app.command()(serve)
     app.command()(demo)
+    app.command("verify-release")(verify_release_command)
 
 
 _mount()

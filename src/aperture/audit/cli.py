@@ -26,7 +26,7 @@ from aperture.audit.domain import (
     verify_signed_note,
 )
 from aperture.bootstrap import require_initialised
-from aperture.cli_support import command_errors, out_console, print_json, state
+from aperture.cli_support import command_errors, errors_to_exit, out_console, print_json, state
 from aperture.core.errors import IntegrityFailure, InvalidInput, TooLarge
 
 app = typer.Typer(
@@ -147,23 +147,32 @@ def _print_report(report: VerificationReport, elapsed_s: float) -> None:
         )
 
 
-def read_checkpoint(path: Path, public_key_pem: str) -> Checkpoint:
-    """A signed checkpoint saved earlier: the note text (GET /api/v1/audit/checkpoint) or the JSON
-    of a tree head (`aperture audit head --json`, GET /api/v1/audit/tree-head). It must be signed
-    by the instance key."""
+def checkpoint_text(path: Path) -> str:
+    """A checkpoint saved earlier, as its signed-note text: the file holds the note itself
+    (GET /api/v1/audit/checkpoint) or a tree head's JSON (`aperture audit head --json`)."""
     raw = _read_bounded(path, MAX_BUNDLE_BYTES, "checkpoint")
+    hint = "save one with `curl URL/api/v1/audit/checkpoint > FILE` or `aperture audit head --json > FILE`"
+    text: Any
     try:
         text = raw.decode("utf-8")
         if text.lstrip().startswith("{"):
             loaded = json.loads(text)
-            text = loaded["checkpoint"] if isinstance(loaded, dict) else ""
-        if not isinstance(text, str):
-            raise ValueError("no checkpoint text")
-        return verify_signed_note(text, public_key_pem)
-    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, ValueError) as error:
+            text = loaded.get("checkpoint") if isinstance(loaded, dict) else None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InvalidInput(f"{path} is not a checkpoint: {error}", hint=hint) from None
+    if not isinstance(text, str):
+        raise InvalidInput(f"{path} is not a checkpoint: its JSON has no `checkpoint` text", hint=hint)
+    return text
+
+
+def read_checkpoint(path: Path, public_key_pem: str) -> Checkpoint:
+    """A checkpoint saved earlier, which must be signed by the instance key."""
+    try:
+        return verify_signed_note(checkpoint_text(path), public_key_pem)
+    except ValueError as error:
         raise InvalidInput(
             f"{path} is not a checkpoint signed by this instance's key: {error}",
-            hint="save one with `curl URL/api/v1/audit/checkpoint > FILE` or `aperture audit head --json > FILE`",
+            hint="give a checkpoint this instance signed (GET /api/v1/audit/checkpoint)",
         ) from None
 
 
@@ -319,3 +328,51 @@ def check_proof(
             f"the proof bundle does not verify: {', '.join(failed)}",
             hint="the bundle, the log or the key is not what it claims to be",
         )
+
+
+def verify_release_command(
+    url: str = typer.Argument(..., help="The instance's base URL, e.g. https://aperture.example.org"),
+    reference: str = typer.Argument(..., metavar="NAME:VERSION", help="The released model version."),
+    checkpoint: Path | None = typer.Option(
+        None, "--checkpoint", help="A checkpoint of this instance's log saved earlier: the log must extend it."
+    ),
+    keys: Path | None = typer.Option(
+        None, "--keys", help="A keys.json saved earlier, to pin the keys instead of fetching them."
+    ),
+    weights: Path | None = typer.Option(
+        None, "--weights", help="A local copy of the version's files, to check against the signed manifest."
+    ),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Check a release end to end from public material alone: the decision's signature, its
+    event's inclusion under a signed tree head, the signed manifest (and --weights). Exit 7 if
+    anything fails. Needs no key and no local instance."""
+    from aperture.audit.release_check import verify_release
+
+    with errors_to_exit():
+        pinned = None
+        if keys is not None:
+            try:
+                pinned = json.loads(_read_bounded(keys, MAX_BUNDLE_BYTES, "keys.json"))
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                raise InvalidInput(
+                    f"{keys} is not JSON", hint="save it from URL/.well-known/aperture/keys.json"
+                ) from None
+        note = None if checkpoint is None else checkpoint_text(checkpoint)
+        if weights is not None and not weights.is_dir():
+            raise InvalidInput(f"no directory {weights}", hint="give the directory holding the version's files")
+        result = verify_release(url, reference, keys=pinned, checkpoint=note, weights=weights)
+        if as_json:
+            print_json(result.to_json())
+        else:
+            for check in result.checks:
+                mark = "[green]ok[/]  " if check.ok else "[red]FAIL[/]"
+                out_console.print(f"{mark} {check.name}: {check.detail}", highlight=False)
+        if not result.ok:
+            failed = next(c for c in result.checks if not c.ok)
+            raise IntegrityFailure(
+                f"the release {reference} does not verify: {failed.name}",
+                hint="what the instance publishes does not hold together; do not trust this release",
+            )
+        if not as_json:
+            out_console.print(f"[green]OK[/]: {reference} verifies from public material alone")
