@@ -519,3 +519,103 @@ def test_log_verifier_finds_edits_deletions_and_swaps() -> None:
 
 def _as_dict(head: SignedTreeHead) -> dict[str, Any]:
     return {name: getattr(head, name) for name in SignedTreeHead.__slots__}
+
+
+# --- version 2 leaves: withheld fields as salted commitments ------------------------------
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    actor=st.text(min_size=1),
+    resource=st.text(min_size=1),
+    details=st.dictionaries(st.text(), json_values, max_size=5),
+    upper_tier=st.booleans(),
+    public=st.sets(st.text(), max_size=3),
+)
+def test_a_sealed_event_is_its_public_view_and_its_private_half_opens_every_commitment(
+    actor: str, resource: str, details: dict[str, Any], upper_tier: bool, public: set[str]
+) -> None:
+    classes = domain.EventFields(
+        actor=domain.Visibility.INTERNAL,
+        resource=domain.Visibility.UPPER_TIER,
+        details=dict.fromkeys(public, domain.Visibility.PUBLIC),
+    )
+    details = {key: value for key, value in details.items() if not domain.is_marker(value)}
+    sealed = domain.seal_event(
+        classes,
+        upper_tier=upper_tier,
+        event_id="0190b7c2-8d3e-7000-8000-000000000001",
+        occurred_at="2026-01-01T00:00:00.000000Z",
+        actor=actor,
+        action="test.sealed",
+        resource=resource,
+        details=details,
+        asset="model_version:x" if upper_tier else None,
+        salts=bytes(range(256)) * 4,
+    )
+    secrets, asset = domain.parse_private(sealed.private)
+    record = domain.EventRecord(
+        0,
+        "0190b7c2-8d3e-7000-8000-000000000001",
+        "2026-01-01T00:00:00.000000Z",
+        "test.sealed",
+        json.loads(sealed.actor),
+        json.loads(sealed.resource),
+        json.loads(sealed.details),
+        2,
+        leaf_hash(sealed.leaf),
+        secrets,
+        asset,
+    )
+    public_view = domain.event_json(record, classes)
+    assert domain.event_leaf_data(public_view) == sealed.leaf  # the public view is the leaf
+    assert (public_view["resource"] == resource) is not upper_tier
+    assert {k for k, v in public_view["details"].items() if not domain.is_marker(v)} == public & set(details)
+    private_view = domain.event_json(record, classes, domain.disclose_all)
+    assert domain.check_disclosed(private_view) == []
+    assert domain.full_event(record) == AuditEvent(
+        0, record.event_id, record.occurred_at, actor, "test.sealed", resource, details
+    )
+    verifier = LogVerifier([], "", {})
+    verifier.add_rows(
+        [
+            (
+                0,
+                record.event_id,
+                record.occurred_at,
+                sealed.actor,
+                "test.sealed",
+                sealed.resource,
+                sealed.details,
+                leaf_hash(sealed.leaf),
+                2,
+                sealed.private,
+            )
+        ]
+    )
+    report = verifier.finish()
+    assert [p.kind for p in report.problems] == [ProblemKind.NO_HEAD]  # no head signed in this test
+    assert report.private_checked == len(secrets)
+
+
+def test_withheld_values_with_tabs_and_newlines_round_trip() -> None:
+    tricky = {"a\tb": "line\none\ttab", "c": ["\n", {"\t": "x"}]}
+    sealed = domain.seal_event(
+        domain.FAIL_CLOSED,
+        upper_tier=False,
+        event_id="e",
+        occurred_at="t",
+        actor="a\nb",
+        action="x",
+        resource="r\tr",
+        details=tricky,
+        asset=None,
+        salts=bytes(128),
+    )
+    secrets, _ = domain.parse_private(sealed.private)
+    assert {path: value for path, (_, value) in secrets.items()} == {
+        "actor": "a\nb",
+        "details.a\tb": "line\none\ttab",
+        "details.c": ["\n", {"\t": "x"}],
+        "resource": "r\tr",
+    }

@@ -193,6 +193,13 @@ def is_marker(value: Any) -> bool:
     return isinstance(value, dict) and WITHHELD in value and set(value) <= {WITHHELD, "sha256"}
 
 
+# The private half as stored: the asset as a JSON string (or `null`), then one line per withheld
+# field, `<path as a JSON string> TAB <salt, hex> TAB <the value's canonical JSON>`. JSON text
+# never holds a raw tab or newline, so the lines split without parsing, and `audit verify`
+# checks a commitment by hashing the stored text as it is (no decode, no re-encode).
+PRIVATE_FORMAT = "asset-json (LF path-json TAB salt-hex TAB value-json)*"
+
+
 @dataclass(frozen=True, slots=True)
 class SealedEvent:
     """A new event as it is stored: the leaf's members as canonical JSON text, the leaf itself,
@@ -202,7 +209,7 @@ class SealedEvent:
     resource: str
     details: str
     leaf: bytes
-    private: str | None  # {"asset": uid | null, "fields": {path: [salt hex, value]}}; None if nothing withheld
+    private: str | None  # see PRIVATE_FORMAT; None if nothing is withheld
     clear_details: int  # characters of the details as canonical JSON, every field in clear
 
 
@@ -234,11 +241,10 @@ def seal_event(
         nonlocal used
         salt = salts[used : used + SALT_SIZE]
         used += SALT_SIZE
-        secrets.append(f'{enc(path)}:["{salt.hex()}",{text}]')
+        secrets.append(f"\n{enc(path)}\t{salt.hex()}\t{text}")
         return f'{{"sha256":"{hashlib.sha256(salt + text.encode("utf-8")).hexdigest()}","withheld":"{label}"}}'
 
-    # Paths are withheld in sorted order (actor < details.* < resource), so the private half is
-    # canonical JSON too.
+    # Paths are withheld in sorted order (actor < details.* < resource).
     label = withheld_label(classes.actor, upper_tier)
     actor_json = enc(actor) if label is None else withhold("actor", enc(actor), label)
     parts = []
@@ -259,8 +265,7 @@ def seal_event(
     resource_json = enc(resource) if label is None else withhold("resource", enc(resource), label)
     private = None
     if secrets:
-        asset_json = enc(asset) if asset is not None else "null"
-        private = f'{{"asset":{asset_json},"fields":{{{",".join(secrets)}}}}}'
+        private = (enc(asset) if asset is not None else "null") + "".join(secrets)
     leaf = leaf_data_from_members(event_id, occurred_at, actor_json, action, resource_json, details_json)
     return SealedEvent(actor_json, resource_json, details_json, leaf, private, clear)
 
@@ -294,12 +299,15 @@ class EventRecord:
 
 
 def parse_private(text: str | None) -> tuple[dict[str, tuple[bytes, Any]], str | None]:
-    """The private half as stored: ({path: (salt, value)}, asset uid)."""
+    """The private half as stored (PRIVATE_FORMAT): ({path: (salt, value)}, asset uid)."""
     if not text:
         return {}, None
-    loaded = json.loads(text)
-    fields = {path: (bytes.fromhex(salt), value) for path, (salt, value) in loaded["fields"].items()}
-    asset = loaded.get("asset")
+    first, *lines = text.split("\n")
+    asset = json.loads(first)
+    fields: dict[str, tuple[bytes, Any]] = {}
+    for line in lines:
+        path, salt, value = line.split("\t", 2)
+        fields[json.loads(path)] = (bytes.fromhex(salt), json.loads(value))
     return fields, asset if isinstance(asset, str) else None
 
 
@@ -1237,38 +1245,20 @@ class LogVerifier:
                     "were rewritten, moved or deleted since it was saved",
                 )
 
-    def _check_private(self, index: int, actor: str, resource: str, details: str, private: str) -> None:
-        bad: str | None = None
-        try:
-            for path, (salt, value) in json.loads(private)["fields"].items():
-                digest = hashlib.sha256(bytes.fromhex(salt) + value_text(value).encode("utf-8")).hexdigest()
-                opening = f'{{"sha256":"{digest}"'
-                if path == "actor":
-                    found = actor.startswith(opening)
-                elif path == "resource":
-                    found = resource.startswith(opening)
-                else:
-                    found = f"{encode_basestring(path.removeprefix('details.'))}:{opening}" in details
-                if not found:
-                    bad = f"field {path}"
-                    break
-                self._private_checked += 1
-        except (ValueError, KeyError, TypeError, AttributeError):
-            bad = "its private half (unreadable)"
-        if bad is not None:
-            self._problem(
-                ProblemKind.PRIVATE,
-                f"leaf {index}",
-                f"the withheld value of {bad} no longer hashes to the commitment in the leaf: the private half "
-                "of the event (value or salt) was edited or moved",
-            )
+    def _private_problem(self, index: int, what: str) -> None:
+        self._problem(
+            ProblemKind.PRIVATE,
+            f"leaf {index}",
+            f"the withheld value of {what} no longer hashes to the commitment in the leaf: the private half "
+            "of the event (value or salt) was edited or moved",
+        )
 
     def add_rows(self, rows: Iterable[LeafRecord]) -> None:
         # The hot loop of `aperture audit verify` (a million rows in a few seconds): locals only,
         # the leaf encodings of leaf_data_from_members / _from_fields and the merge of
         # TreeAccumulator.add inlined.
         heads, edge, size, expected = self._heads, self._edge, self._size, self._expected
-        checkpoints = self._checkpoints
+        checkpoints, private_checked, fromhex = self._checkpoints, self._private_checked, bytes.fromhex
         sha256, enc, stride = hashlib.sha256, encode_basestring, STRIDE
         for index, event_id, occurred_at, actor, action, resource, details, stored_hash, version, private in rows:
             if index != expected:
@@ -1295,8 +1285,23 @@ class LogVerifier:
                     f"the row's fields (event {event_id}, {action}) no longer hash to its stored leaf hash: the "
                     "row was edited",
                 )
-            elif private is not None:
-                self._check_private(index, actor, resource, details, private)
+            elif private is not None:  # each withheld value and salt still open the leaf's commitment
+                try:
+                    for line in private.split("\n")[1:]:
+                        path, salt, value = line.split("\t", 2)
+                        opening = f'{{"sha256":"{sha256(fromhex(salt) + value.encode()).hexdigest()}"'
+                        if path == '"actor"':
+                            found = actor.startswith(opening)
+                        elif path == '"resource"':
+                            found = resource.startswith(opening)
+                        else:  # '"details.KEY"' -> the leaf's '"KEY":{"sha256":"...'
+                            found = path.startswith('"details.') and f'"{path[9:]}:{opening}' in details
+                        if not found:
+                            self._private_problem(index, f"field {path.strip(chr(34))}")
+                            break
+                        private_checked += 1
+                except (ValueError, TypeError):
+                    self._private_problem(index, "its private half (unreadable)")
             edge.append(recomputed)
             size += 1
             bits, level = size, 0
@@ -1312,7 +1317,7 @@ class LogVerifier:
                 self._check_head(heads[size], fold_subtrees(edge))
             if size in checkpoints:
                 self._check_checkpoints(size, fold_subtrees(edge))
-        self._size, self._expected = size, expected
+        self._size, self._expected, self._private_checked = size, expected, private_checked
 
     def _gap(self, expected: int, index: int) -> None:
         self._problem(
