@@ -98,7 +98,7 @@ def stored_row(event_id: str, at: str, resource: str, event_details: dict[str, A
         resource=resource,
         details=event_details,
         asset=None,
-        salts=os.urandom(SALT_SIZE * (2 + len(event_details))),
+        salts=os.urandom(2 * SALT_SIZE),
     )
     return (
         event_id,
@@ -109,6 +109,7 @@ def stored_row(event_id: str, at: str, resource: str, event_details: dict[str, A
         sealed.details,
         leaf_hash(sealed.leaf),
         EVENT_SCHEMA_VERSION,
+        sealed.commitments,
         sealed.private,
     )
 
@@ -297,7 +298,7 @@ def generate(services: Services, count: int) -> None:
 
         connection.executemany(
             "INSERT INTO audit_events (leaf_index, event_id, occurred_at, actor, action, resource, details, "
-            "leaf_hash, schema_version, withheld) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "leaf_hash, schema_version, commitments, withheld) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows(),
         )
     connection.close()

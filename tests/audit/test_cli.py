@@ -40,7 +40,7 @@ def test_list_and_show(run: Any, services: Services) -> None:
     assert run("list").exit_code == 0
     shown = json.loads(run("show", "0", "--json").stdout)
     assert shown["leaf_hash"] == domain.leaf_hash(domain.event_leaf_data(shown)).hex()
-    assert domain.check_disclosed(shown) == [] and "actor" in shown["disclosed"]  # the operator's view
+    assert domain.check_disclosed(shown) == [] and "actor" in shown["disclosed"]["internal"]["fields"]  # operator
     missing = run("show", "99")
     assert missing.exit_code == 3
     assert "aperture audit list" in missing.stderr
@@ -185,6 +185,7 @@ def test_a_saved_checkpoint_catches_a_rewritten_tail(run: Any, services: Service
             "test.rewritten",
             canonical_json(record.resource).decode(),
             canonical_json(record.details).decode(),
+            canonical_json(record.commitments).decode(),
         )
     )
     with services.database.transaction() as connection:  # rewritten with its leaf hash recomputed

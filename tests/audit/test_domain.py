@@ -475,6 +475,7 @@ def _records(events: list[AuditEvent]) -> list[domain.LeafRecord]:
             domain.event_leaf_hash(e),
             e.schema_version,
             None,
+            None,
         )
         for e in events
     ]
@@ -564,6 +565,7 @@ def test_a_sealed_event_is_its_public_view_and_its_private_half_opens_every_comm
         json.loads(sealed.details),
         2,
         leaf_hash(sealed.leaf),
+        json.loads(sealed.commitments) if sealed.commitments else {},
         secrets,
         asset,
     )
@@ -589,6 +591,7 @@ def test_a_sealed_event_is_its_public_view_and_its_private_half_opens_every_comm
                 sealed.details,
                 leaf_hash(sealed.leaf),
                 2,
+                sealed.commitments,
                 sealed.private,
             )
         ]
@@ -613,7 +616,7 @@ def test_withheld_values_with_tabs_and_newlines_round_trip() -> None:
         salts=bytes(128),
     )
     secrets, _ = domain.parse_private(sealed.private)
-    assert {path: value for path, (_, value) in secrets.items()} == {
+    assert secrets["internal"][1] == {
         "actor": "a\nb",
         "details.a\tb": "line\none\ttab",
         "details.c": ["\n", {"\t": "x"}],

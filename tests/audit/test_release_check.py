@@ -184,6 +184,7 @@ def test_history_rewritten_and_re_signed_fails_against_a_saved_checkpoint(releas
             record.action,
             canonical_json(record.resource).decode(),
             domain.details_text(details),
+            canonical_json(record.commitments).decode() if record.commitments else None,
         )
     )
     sql(

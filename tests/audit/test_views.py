@@ -79,7 +79,8 @@ def test_the_public_view_names_no_person_address_or_upper_tier_model(site: Site)
     for page in ("/", "/audit"):
         assert leaked(httpx.get(site.url + page).text) == [], page
     decision = next(e for e in events if e["action"] == "access.decision")
-    assert decision["actor"]["withheld"] == "internal" and decision["details"]["origin"]["withheld"] == "internal"
+    assert decision["actor"] == decision["details"]["origin"] == {"withheld": "internal"}
+    assert set(decision["withheld"]) == {"internal", "upper-tier"}  # one commitment per label
     assert decision["resource"]["withheld"] == "upper-tier"
     assert decision["details"]["allowed"] is True and decision["details"]["level"] == "SL4"  # what happened is public
     finding = next(e for e in events if e["action"] == "risk.finding.attached")
@@ -105,15 +106,18 @@ def test_the_private_view_needs_the_role_and_upper_tier_fields_need_clearance(si
     assert "disclosed" not in decision(None)
     assert "disclosed" not in decision(site.key("alice"))  # cleared for the asset, but no role to read the log
     admin = decision(site.admin)  # the role, but not cleared for frontier (SL4)
-    assert set(admin["disclosed"]) == {"actor", "details.origin"}
-    assert admin["disclosed"]["actor"]["value"].startswith("alice")
+    assert set(admin["disclosed"]) == {"internal"}
+    assert set(admin["disclosed"]["internal"]["fields"]) == {"actor", "details.origin"}
+    assert admin["disclosed"]["internal"]["fields"]["actor"].startswith("alice")
     assert domain.check_disclosed(admin) == []
     desk = decision(site.key("sam"))  # security officer, SL4, in the programme
-    assert set(desk["disclosed"]) == {"actor", "details.origin", "resource"}
-    assert desk["disclosed"]["resource"]["value"] == f"asset:model_version:{site.world.sealed.id}"
+    assert set(desk["disclosed"]) == {"internal", "upper-tier"}
+    resource = desk["disclosed"]["upper-tier"]["fields"]["resource"]
+    assert resource == f"asset:model_version:{site.world.sealed.id}"
     assert domain.check_disclosed(desk) == []
     finding = next(e for e in site.events(site.key("sam")) if e["action"] == "risk.finding.attached")
-    assert finding["disclosed"]["resource"]["value"] == "model:frontier-7b:1.0"  # resolved to its asset for the check
+    fields = finding["disclosed"]["upper-tier"]["fields"]
+    assert fields["resource"] == "model:frontier-7b:1.0"  # resolved to its asset for the clearance check
     bundle = httpx.get(
         f"{site.url}/api/v1/audit/proofs/inclusion/{finding['leaf_index']}", headers=site.key("sam")
     ).json()
@@ -127,7 +131,7 @@ def test_a_disclosure_that_does_not_open_its_commitment_fails(site: Site) -> Non
     leaf = next(r for r in services.audit.list_records(limit=500) if r.action == "access.decision").leaf_index
     bundle = services.audit.inclusion_proof(leaf).to_json()
     assert domain.check_bundle(bundle, services.keys.public_key_pem).ok
-    bundle["event"]["disclosed"]["actor"]["value"] = "mallory (key 00000000)"
+    bundle["event"]["disclosed"]["internal"]["fields"]["actor"] = "mallory (key 00000000)"
     failed = [c.name for c in domain.check_bundle(bundle, services.keys.public_key_pem).checks if not c.ok]
     assert failed == ["disclosed fields match the leaf"]
 
@@ -156,7 +160,7 @@ def test_an_edited_private_half_is_found_by_verify(site: Site) -> None:
         )
     report = services.audit.verify()
     assert [(p.kind, p.where) for p in report.problems] == [(domain.ProblemKind.PRIVATE, f"leaf {record.leaf_index}")]
-    assert "field actor" in report.problems[0].message
+    assert "withheld as internal" in report.problems[0].message
 
 
 def test_version_1_events_keep_verifying_and_the_public_sees_them_redacted(services: Services) -> None:
@@ -231,6 +235,7 @@ def test_the_upper_tier_flag_withholds_what_names_the_asset(services: Services) 
     assert shown[upper.leaf_index]["details"]["reason"]["withheld"] == "upper-tier"
     assert shown[upper.leaf_index]["details"]["approve"] is True
     assert services.audit.get_record(upper.leaf_index).asset == "model_version:v2"
-    # The same value is committed to differently each time (a salt per field): nobody can tell
-    # two withheld fields apart by their commitments, or guess a value and check it.
-    assert shown[lower.leaf_index]["actor"]["sha256"] != shown[upper.leaf_index]["actor"]["sha256"]
+    # The same values are committed to differently each time (a salt per event and label):
+    # nobody can link two events by their commitments, or guess a value and check it.
+    assert shown[lower.leaf_index]["actor"] == shown[upper.leaf_index]["actor"] == {"withheld": "internal"}
+    assert shown[lower.leaf_index]["withheld"]["internal"] != shown[upper.leaf_index]["withheld"]["internal"]

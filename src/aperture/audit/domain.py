@@ -79,6 +79,11 @@ FAIL_CLOSED = EventFields()
 
 
 def withheld_label(visibility: Visibility, upper_tier: bool) -> str | None:
+    """See _LABELS (the same, as a function)."""
+    return _LABELS[visibility, upper_tier]
+
+
+def _withheld_label(visibility: Visibility, upper_tier: bool) -> str | None:
     """Why the public view withholds a field of this visibility ("internal", "upper-tier"), or
     None when it shows it."""
     if visibility is Visibility.PUBLIC:
@@ -86,6 +91,13 @@ def withheld_label(visibility: Visibility, upper_tier: bool) -> str | None:
     if visibility is Visibility.UPPER_TIER:
         return Visibility.UPPER_TIER.value if upper_tier else None
     return Visibility.INTERNAL.value
+
+
+# (visibility, upper_tier) -> why the public view withholds a field ("internal", "upper-tier"),
+# or None when it shows it.
+_LABELS: dict[tuple[Visibility, bool], str | None] = {
+    (visibility, upper): _withheld_label(visibility, upper) for visibility in Visibility for upper in (False, True)
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,14 +141,22 @@ def leaf_data_from_fields(
 
 
 def leaf_data_from_members(
-    event_id: str, occurred_at: str, actor_json: str, action: str, resource_json: str, details_json: str
+    event_id: str,
+    occurred_at: str,
+    actor_json: str,
+    action: str,
+    resource_json: str,
+    details_json: str,
+    commitments_json: str | None = None,
 ) -> bytes:
     """The exact bytes of a version 2 leaf from its members as canonical JSON text: `actor` and
-    `resource` are a JSON string or a withheld marker, `details` the public details object."""
+    `resource` are a JSON string or a withheld marker, `details` the public details object, and
+    `withheld` (only when something is) the commitments object, {label: hex}."""
     enc = encode_basestring
+    tail = "" if commitments_json is None else f',"withheld":{commitments_json}'
     return (
         f'{{"action":{enc(action)},"actor":{actor_json},"at":{enc(occurred_at)},"details":{details_json},'
-        f'"id":{enc(event_id)},"resource":{resource_json},"v":2}}'
+        f'"id":{enc(event_id)},"resource":{resource_json},"v":2{tail}}}'
     ).encode()
 
 
@@ -155,7 +175,7 @@ def _flat_value(value: Any) -> str | None:
 
 
 def value_text(value: Any) -> str:
-    """The canonical JSON text of one value (what a withheld field's commitment hashes)."""
+    """The canonical JSON text of one value."""
     flat = _flat_value(value)
     return flat if flat is not None else canonical_json(value).decode("utf-8")
 
@@ -180,34 +200,38 @@ def details_text(details: Mapping[str, Any]) -> str:
     return "{" + ",".join(parts) + "}"
 
 
-def commitment(salt: bytes, value_json: str) -> str:
-    """What the leaf holds for a withheld field: hex SHA-256(salt || canonical JSON of the value).
+def commitment(salt: bytes, fields: Mapping[str, Any]) -> str:
+    """What the leaf holds for the fields withheld under one label: hex SHA-256(salt || canonical
+    JSON of {path: value}), the paths being `actor`, `resource` and `details.<key>`.
 
-    The 16-byte random salt, kept only in the private half, makes the commitment hiding (a name
-    or an address cannot be guessed and checked against it) and binding (SHA-256)."""
-    return hashlib.sha256(salt + value_json.encode("utf-8")).hexdigest()
+    The 16-byte random salt, kept only in the private half, makes the commitment hiding (a name,
+    an address or a model name cannot be guessed and checked against it) and binding (SHA-256)."""
+    return hashlib.sha256(salt + canonical_json(dict(fields))).hexdigest()
 
 
 def is_marker(value: Any) -> bool:
     """Whether a member of a public event is a withheld-field marker rather than a value."""
-    return isinstance(value, dict) and WITHHELD in value and set(value) <= {WITHHELD, "sha256"}
+    return isinstance(value, dict) and len(value) == 1 and WITHHELD in value
 
 
-# The private half as stored: the asset as a JSON string (or `null`), then one line per withheld
-# field, `<path as a JSON string> TAB <salt, hex> TAB <the value's canonical JSON>`. JSON text
-# never holds a raw tab or newline, so the lines split without parsing, and `audit verify`
-# checks a commitment by hashing the stored text as it is (no decode, no re-encode).
-PRIVATE_FORMAT = "asset-json (LF path-json TAB salt-hex TAB value-json)*"
+_MARKERS = {label: f'{{"withheld":"{label}"}}' for label in (Visibility.INTERNAL.value, Visibility.UPPER_TIER.value)}
+
+# The private half as stored: the asset as a JSON string (or `null`), then one line per label,
+# `<label> TAB <salt, hex> TAB <the group's canonical JSON, {path: value}>`. JSON text never
+# holds a raw tab or newline, so the lines split without parsing, and `audit verify` opens a
+# commitment by hashing the stored text as it is (no decode, no re-encode).
+PRIVATE_FORMAT = "asset-json (LF label TAB salt-hex TAB group-json)*"
 
 
 @dataclass(frozen=True, slots=True)
 class SealedEvent:
     """A new event as it is stored: the leaf's members as canonical JSON text, the leaf itself,
-    and the private half (each withheld value with its salt, and the asset it concerns)."""
+    and the private half (the withheld values with their salts, and the asset it concerns)."""
 
     actor: str
     resource: str
     details: str
+    commitments: str | None  # {label: hex}; None if nothing is withheld
     leaf: bytes
     private: str | None  # see PRIVATE_FORMAT; None if nothing is withheld
     clear_details: int  # characters of the details as canonical JSON, every field in clear
@@ -228,46 +252,64 @@ def seal_event(
 ) -> SealedEvent:
     """Split a new event into its public leaf (v2) and its private half.
 
-    Each field the public may not see is replaced in the leaf by `{"sha256": commitment,
-    "withheld": label}`; its value and salt go to the private half. `salts` holds at least
-    SALT_SIZE * (2 + len(details)) random bytes. Raises TypeError or ValueError for details that
-    are not canonical JSON (floats, non-string keys) or that imitate a withheld marker.
+    Each field the public may not see becomes `{"withheld": label}` in the leaf; the fields
+    withheld under one label are committed to together (`commitment`), in the leaf's `withheld`
+    object; their values and the salt go to the private half. `salts` holds at least
+    2 * SALT_SIZE random bytes (one salt per label). Raises TypeError or ValueError for details
+    that are not canonical JSON (floats, non-string keys) or that imitate a withheld marker.
     """
-    enc = encode_basestring
-    secrets: list[str] = []
-    used = 0
-
-    def withhold(path: str, text: str, label: str) -> str:
-        nonlocal used
-        salt = salts[used : used + SALT_SIZE]
-        used += SALT_SIZE
-        secrets.append(f"\n{enc(path)}\t{salt.hex()}\t{text}")
-        return f'{{"sha256":"{hashlib.sha256(salt + text.encode("utf-8")).hexdigest()}","withheld":"{label}"}}'
-
-    # Paths are withheld in sorted order (actor < details.* < resource).
-    label = withheld_label(classes.actor, upper_tier)
-    actor_json = enc(actor) if label is None else withhold("actor", enc(actor), label)
+    # The hot path of every append: locals only, withheld_label and value_text inlined.
+    enc, labels, markers = encode_basestring, _LABELS, _MARKERS
+    groups: dict[str, list[str]] = {}  # label -> '"path":value' in sorted path order
+    actor_json = enc(actor)
+    label = labels[classes.actor, upper_tier]
+    if label is not None:
+        groups[label] = [f'"actor":{actor_json}']
+        actor_json = markers[label]
     parts = []
     clear = 1 + len(details)  # braces and commas
+    visibility = classes.details.get
     for key in sorted(details):
-        if type(key) is not str:
-            raise TypeError("details keys must be strings")
         value = details[key]
-        if is_marker(value):
+        kind = type(value)
+        if kind is str:
+            text = enc(value)
+        elif kind is int:
+            text = int.__repr__(value)
+        elif kind is bool:
+            text = "true" if value else "false"
+        elif value is None:
+            text = "null"
+        elif is_marker(value):
             raise ValueError(f"details[{key!r}] imitates a withheld-field marker")
-        text = value_text(value)
-        key_text = enc(key)
+        else:
+            text = canonical_json(value).decode("utf-8")
+        key_text = enc(key)  # a key that is not a string raises TypeError here
         clear += len(key_text) + 1 + len(text)
-        label = withheld_label(classes.details.get(key, Visibility.INTERNAL), upper_tier)
-        parts.append(f"{key_text}:{text if label is None else withhold('details.' + key, text, label)}")
+        label = labels[visibility(key, Visibility.INTERNAL), upper_tier]
+        if label is None:
+            parts.append(f"{key_text}:{text}")
+        else:
+            groups.setdefault(label, []).append(f'"details.{key_text[1:]}:{text}')
+            parts.append(f"{key_text}:{markers[label]}")
     details_json = "{" + ",".join(parts) + "}"
-    label = withheld_label(classes.resource, upper_tier)
-    resource_json = enc(resource) if label is None else withhold("resource", enc(resource), label)
-    private = None
-    if secrets:
-        private = (enc(asset) if asset is not None else "null") + "".join(secrets)
-    leaf = leaf_data_from_members(event_id, occurred_at, actor_json, action, resource_json, details_json)
-    return SealedEvent(actor_json, resource_json, details_json, leaf, private, clear)
+    resource_json = enc(resource)
+    label = labels[classes.resource, upper_tier]
+    if label is not None:
+        groups.setdefault(label, []).append(f'"resource":{resource_json}')
+        resource_json = markers[label]
+    commitments = private = None
+    if groups:
+        sha256, members, lines = hashlib.sha256, [], [enc(asset) if asset is not None else "null"]
+        for position, label in enumerate(sorted(groups)):  # "internal" < "upper-tier"
+            salt = salts[position * SALT_SIZE : (position + 1) * SALT_SIZE]
+            group = "{" + ",".join(groups[label]) + "}"
+            members.append(f'"{label}":"{sha256(salt + group.encode()).hexdigest()}"')
+            lines.append(f"{label}\t{salt.hex()}\t{group}")
+        commitments = "{" + ",".join(members) + "}"
+        private = "\n".join(lines)
+    leaf = leaf_data_from_members(event_id, occurred_at, actor_json, action, resource_json, details_json, commitments)
+    return SealedEvent(actor_json, resource_json, details_json, commitments, leaf, private, clear)
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,8 +317,9 @@ class EventRecord:
     """A stored event: the members its leaf holds, and the private half of what it withholds.
 
     Version 2: `actor` and `resource` are a string or a withheld marker, `details` the public
-    details with markers; `secrets` maps each withheld path to (salt, value) and `asset` names
-    the upper-tier asset the event concerns (both private). Version 1: every field in clear."""
+    details with markers, `commitments` {label: hex} (all public, in the leaf); `secrets` maps
+    each label to (salt, {path: value}) and `asset` names the upper-tier asset the event
+    concerns (both private). Version 1: every field in clear."""
 
     leaf_index: int
     event_id: str
@@ -287,7 +330,8 @@ class EventRecord:
     details: dict[str, Any]
     schema_version: int
     leaf_hash: bytes  # as stored
-    secrets: Mapping[str, tuple[bytes, Any]] = field(default_factory=dict)
+    commitments: Mapping[str, str] = field(default_factory=dict)
+    secrets: Mapping[str, tuple[bytes, dict[str, Any]]] = field(default_factory=dict)
     asset: str | None = None
 
     def member(self, path: str) -> Any:
@@ -298,17 +342,17 @@ class EventRecord:
         return self.details.get(path.removeprefix("details."))
 
 
-def parse_private(text: str | None) -> tuple[dict[str, tuple[bytes, Any]], str | None]:
-    """The private half as stored (PRIVATE_FORMAT): ({path: (salt, value)}, asset uid)."""
+def parse_private(text: str | None) -> tuple[dict[str, tuple[bytes, dict[str, Any]]], str | None]:
+    """The private half as stored (PRIVATE_FORMAT): ({label: (salt, {path: value})}, asset uid)."""
     if not text:
         return {}, None
     first, *lines = text.split("\n")
     asset = json.loads(first)
-    fields: dict[str, tuple[bytes, Any]] = {}
+    groups: dict[str, tuple[bytes, dict[str, Any]]] = {}
     for line in lines:
-        path, salt, value = line.split("\t", 2)
-        fields[json.loads(path)] = (bytes.fromhex(salt), json.loads(value))
-    return fields, asset if isinstance(asset, str) else None
+        label, salt, group = line.split("\t", 2)
+        groups[label] = (bytes.fromhex(salt), json.loads(group))
+    return groups, asset if isinstance(asset, str) else None
 
 
 def withheld_paths(record: EventRecord, classes: EventFields) -> dict[str, str]:
@@ -338,12 +382,14 @@ def withheld_paths(record: EventRecord, classes: EventFields) -> dict[str, str]:
 def full_event(record: EventRecord) -> AuditEvent:
     """Every field in clear (the operator's view). A withheld value whose private half was erased
     stays its marker (as text, for actor and resource)."""
+    clear: dict[str, Any] = {}
+    for _, fields in record.secrets.values():
+        clear.update(fields)
 
-    def clear(path: str, value: Any) -> Any:
-        secret = record.secrets.get(path)
-        return secret[1] if secret is not None and is_marker(value) else value
+    def value(path: str, member: Any) -> Any:
+        return clear[path] if is_marker(member) and path in clear else member
 
-    actor, resource = clear("actor", record.actor), clear("resource", record.resource)
+    actor, resource = value("actor", record.actor), value("resource", record.resource)
     return AuditEvent(
         leaf_index=record.leaf_index,
         event_id=record.event_id,
@@ -351,12 +397,12 @@ def full_event(record: EventRecord) -> AuditEvent:
         actor=actor if isinstance(actor, str) else json.dumps(actor, sort_keys=True),
         action=record.action,
         resource=resource if isinstance(resource, str) else json.dumps(resource, sort_keys=True),
-        details={key: clear(f"details.{key}", value) for key, value in record.details.items()},
+        details={key: value(f"details.{key}", member) for key, member in record.details.items()},
         schema_version=record.schema_version,
     )
 
 
-# May the reader see a field withheld under this label ("internal" or "upper-tier") of this event?
+# May the reader see the fields withheld under this label ("internal" or "upper-tier") of this event?
 Discloser = Callable[[EventRecord, str], bool]
 
 
@@ -374,11 +420,11 @@ def event_json(record: EventRecord, classes: EventFields, disclose: Discloser = 
     """An event as one reader may see it (the API's, the pages' and the proof bundles' shape).
 
     The public view (`disclose_none`) of a version 2 event is exactly the leaf's content, so it
-    hashes to the leaf. A private view adds `disclosed`: {path: {"value", "salt"}} for each
-    withheld field the reader may see, which `check_disclosed` proves against its commitment.
-    A version 1 event is shown in clear when the reader may see all of it; otherwise its
-    withheld fields are markers without a commitment (a v1 leaf has none), so only its leaf
-    hash can be proved, not its content.
+    hashes to the leaf. A private view adds `disclosed`: {label: {"salt", "fields": {path:
+    value}}} for each label the reader may see, which `check_disclosed` proves against the
+    commitment. A version 1 event is shown in clear when the reader may see all of it;
+    otherwise its withheld fields are markers without a commitment (a v1 leaf has none), so only
+    its leaf hash can be proved, not its content.
     """
     body: dict[str, Any] = {
         "leaf_index": record.leaf_index,
@@ -388,18 +434,19 @@ def event_json(record: EventRecord, classes: EventFields, disclose: Discloser = 
         "schema_version": record.schema_version,
         "leaf_hash": record.leaf_hash.hex(),
     }
-    withheld = withheld_paths(record, classes)
     if record.schema_version >= EVENT_SCHEMA_VERSION:
         body.update(actor=record.actor, resource=record.resource, details=dict(record.details))
+        if record.commitments:
+            body[WITHHELD] = dict(record.commitments)
         disclosed = {
-            path: {"value": record.secrets[path][1], "salt": record.secrets[path][0].hex()}
-            for path, label in withheld.items()
-            if path in record.secrets and disclose(record, label)
+            label: {"salt": salt.hex(), "fields": dict(fields)}
+            for label, (salt, fields) in sorted(record.secrets.items())
+            if disclose(record, label)
         }
         if disclosed:
             body["disclosed"] = disclosed
         return body
-    hidden = {path: label for path, label in withheld.items() if not disclose(record, label)}
+    hidden = {path: label for path, label in withheld_paths(record, classes).items() if not disclose(record, label)}
 
     def shown(path: str, value: Any) -> Any:
         return {WITHHELD: hidden[path]} if path in hidden else value
@@ -447,39 +494,49 @@ def event_leaf_data(event: Mapping[str, Any]) -> bytes:
             "resource": event["resource"],
             "v": EVENT_SCHEMA_VERSION,
         }
+        if WITHHELD in event:
+            leaf[WITHHELD] = event[WITHHELD]
         return canonical_json(leaf)
     raise ValueError(f"unknown event schema version {version!r}")
 
 
+def _marked(event: Mapping[str, Any]) -> dict[str, str]:
+    """{path: label} of the markers an event (as shown) holds."""
+    paths: dict[str, Any] = {path: event.get(path) for path in ("actor", "resource")}
+    details = event.get("details")
+    if isinstance(details, Mapping):
+        paths.update({f"details.{key}": value for key, value in details.items()})
+    return {path: str(value[WITHHELD]) for path, value in paths.items() if is_marker(value)}
+
+
 def check_disclosed(event: Mapping[str, Any]) -> list[str]:
-    """Problems with an event's disclosed fields: each value and salt must hash to the commitment
-    the leaf holds at that path. Empty when every disclosed field is proved."""
+    """Problems with an event's disclosed fields: for each label, the fields and salt must hash
+    to the commitment the leaf holds, and be exactly the fields withheld under that label.
+    Empty when every disclosure is proved."""
     problems: list[str] = []
     disclosed = event.get("disclosed") or {}
-    if not isinstance(disclosed, Mapping):
-        return ["`disclosed` is not an object"]
-    for path, item in disclosed.items():
-        if path in ("actor", "resource"):
-            member = event.get(path)
-        elif isinstance(path, str) and path.startswith("details.") and isinstance(event.get("details"), Mapping):
-            member = event["details"].get(path.removeprefix("details."))
-        else:
-            problems.append(f"{path!r} is not a field of an event")
-            continue
-        digest = member.get("sha256") if isinstance(member, dict) and is_marker(member) else None
+    commitments = event.get(WITHHELD) or {}
+    if not isinstance(disclosed, Mapping) or not isinstance(commitments, Mapping):
+        return ["`disclosed` or `withheld` is not an object"]
+    marked = _marked(event)
+    for label, item in disclosed.items():
+        digest = commitments.get(label)
         if not isinstance(digest, str):
-            problems.append(f"{path}: the leaf holds no commitment there")
+            problems.append(f"{label}: the leaf holds no commitment for it")
             continue
         try:
             salt = bytes.fromhex(item["salt"])
-            if len(salt) != SALT_SIZE:
-                raise ValueError("bad salt length")
-            matches = commitment(salt, value_text(item["value"])) == digest
+            fields = item["fields"]
+            if len(salt) != SALT_SIZE or not isinstance(fields, Mapping):
+                raise ValueError("bad disclosure")
+            matches = commitment(salt, fields) == digest
         except (KeyError, TypeError, ValueError):
-            problems.append(f"{path}: the disclosure is not a value with a {SALT_SIZE}-byte hex salt")
+            problems.append(f"{label}: the disclosure is not fields with a {SALT_SIZE}-byte hex salt")
             continue
         if not matches:
-            problems.append(f"{path}: the value and salt do not hash to the leaf's commitment")
+            problems.append(f"{label}: the fields and salt do not hash to the leaf's commitment")
+        elif set(fields) != {path for path, marked_as in marked.items() if marked_as == label}:
+            problems.append(f"{label}: the fields disclosed are not the fields the leaf withholds under it")
     return problems
 
 
@@ -493,9 +550,9 @@ def shown_text(value: Any) -> str:
 def shown_member(event: Mapping[str, Any], path: str) -> str:
     """A member of an event in a view (`event_json`) as text: the disclosed value when the view
     discloses it, else the member itself (a value, or `[withheld: label]`)."""
-    disclosed = event.get("disclosed") or {}
-    if path in disclosed:
-        return shown_text(disclosed[path]["value"])
+    for group in (event.get("disclosed") or {}).values():
+        if path in group["fields"]:
+            return shown_text(group["fields"][path])
     if path in ("actor", "resource"):
         return shown_text(event.get(path))
     return shown_text((event.get("details") or {}).get(path.removeprefix("details.")))
@@ -1025,12 +1082,12 @@ def _check_event(event: Mapping[str, Any], leaf: bytes, index: int) -> list[Chec
     disclosed = event.get("disclosed")
     if disclosed:
         problems = check_disclosed(event)
-        count = len(disclosed) if isinstance(disclosed, Mapping) else 0
+        labels = ", ".join(sorted(disclosed)) if isinstance(disclosed, Mapping) else ""
         checks.append(
             Check(
                 "disclosed fields match the leaf",
                 not problems,
-                "; ".join(problems) or f"{count} withheld field(s) proved against their commitments",
+                "; ".join(problems) or f"the fields withheld as {labels} proved against their commitments",
             )
         )
     return checks
@@ -1118,7 +1175,7 @@ class VerificationReport:
     signed_size: int = 0  # leaves covered by the latest signed head
     warnings: tuple[Problem, ...] = ()
     checkpoints_checked: int = 0
-    private_checked: int = 0  # withheld fields proved against their commitments
+    private_checked: int = 0  # commitments opened with the private half
 
     @property
     def ok(self) -> bool:
@@ -1142,10 +1199,10 @@ class VerificationReport:
 
 
 # One stored row as the verifier reads it, in this order: leaf_index, event_id, occurred_at,
-# actor, action, resource, details (canonical JSON text), leaf_hash, schema_version, and the
-# private half (JSON text or None). Version 2 rows hold actor and resource as their leaf
-# members' JSON text; version 1 rows as plain text.
-LeafRecord = tuple[int, str, str, str, str, str, str, bytes, int, str | None]
+# actor, action, resource, details (canonical JSON text), leaf_hash, schema_version, the
+# commitments (JSON text or None) and the private half (PRIVATE_FORMAT or None). Version 2 rows
+# hold actor and resource as their leaf members' JSON text; version 1 rows as plain text.
+LeafRecord = tuple[int, str, str, str, str, str, str, bytes, int, str | None, str | None]
 
 
 def _utc(text: str) -> datetime | None:
@@ -1249,8 +1306,8 @@ class LogVerifier:
         self._problem(
             ProblemKind.PRIVATE,
             f"leaf {index}",
-            f"the withheld value of {what} no longer hashes to the commitment in the leaf: the private half "
-            "of the event (value or salt) was edited or moved",
+            f"{what} no longer hash to the commitment in the leaf: the private half of the event (a value "
+            "or the salt) was edited or moved",
         )
 
     def add_rows(self, rows: Iterable[LeafRecord]) -> None:
@@ -1260,15 +1317,17 @@ class LogVerifier:
         heads, edge, size, expected = self._heads, self._edge, self._size, self._expected
         checkpoints, private_checked, fromhex = self._checkpoints, self._private_checked, bytes.fromhex
         sha256, enc, stride = hashlib.sha256, encode_basestring, STRIDE
-        for index, event_id, occurred_at, actor, action, resource, details, stored_hash, version, private in rows:
+        for row in rows:
+            index, event_id, occurred_at, actor, action, resource, details, stored_hash, version, sealed, private = row
             if index != expected:
                 self._gap(expected, index)
                 expected = index
             try:
                 if version == 2:
+                    tail = "" if sealed is None else f',"withheld":{sealed}'
                     text = (
                         f'\x00{{"action":{enc(action)},"actor":{actor},"at":{enc(occurred_at)},"details":{details},'
-                        f'"id":{enc(event_id)},"resource":{resource},"v":2}}'
+                        f'"id":{enc(event_id)},"resource":{resource},"v":2{tail}}}'
                     )
                 else:
                     text = (
@@ -1285,23 +1344,17 @@ class LogVerifier:
                     f"the row's fields (event {event_id}, {action}) no longer hash to its stored leaf hash: the "
                     "row was edited",
                 )
-            elif private is not None:  # each withheld value and salt still open the leaf's commitment
+            elif private is not None:  # each label's fields and salt still open the leaf's commitment
                 try:
                     for line in private.split("\n")[1:]:
-                        path, salt, value = line.split("\t", 2)
-                        opening = f'{{"sha256":"{sha256(fromhex(salt) + value.encode()).hexdigest()}"'
-                        if path == '"actor"':
-                            found = actor.startswith(opening)
-                        elif path == '"resource"':
-                            found = resource.startswith(opening)
-                        else:  # '"details.KEY"' -> the leaf's '"KEY":{"sha256":"...'
-                            found = path.startswith('"details.') and f'"{path[9:]}:{opening}' in details
-                        if not found:
-                            self._private_problem(index, f"field {path.strip(chr(34))}")
+                        label, salt, group = line.split("\t", 2)
+                        opening = f'"{label}":"{sha256(fromhex(salt) + group.encode()).hexdigest()}"'
+                        if sealed is None or opening not in sealed:
+                            self._private_problem(index, f"the fields withheld as {label}")
                             break
                         private_checked += 1
                 except (ValueError, TypeError):
-                    self._private_problem(index, "its private half (unreadable)")
+                    self._private_problem(index, "the fields of its private half (unreadable)")
             edge.append(recomputed)
             size += 1
             bits, level = size, 0

@@ -46,17 +46,22 @@ class EventOut(BaseModel):
     details: dict[str, Any] = Field(description="Public details in clear, withheld ones as markers.")
     schema_version: int = Field(description="2: withheld fields as salted commitments; 1: older events.")
     leaf_hash: str = Field(description="Hex SHA-256(0x00 || leaf data): the Merkle leaf")
+    withheld: dict[str, str] | None = Field(
+        default=None,
+        description="Version 2, when fields are withheld: the leaf's commitments, {label: hex SHA-256}.",
+    )
     disclosed: dict[str, Any] | None = Field(
         default=None,
-        description="Private view only: {path: {value, salt}} for each withheld field the caller may read.",
+        description="Private view only: {label: {salt, fields: {path: value}}} for each label the caller may read.",
     )
 
     @model_serializer(mode="wrap")
-    def _without_empty_disclosure(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # The public view is exactly the leaf's content: no `disclosed` key at all.
+    def _as_shown(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # The public view is exactly the leaf's content: no key that the leaf does not hold.
         body: dict[str, Any] = handler(self)
-        if body.get("disclosed") is None:
-            body.pop("disclosed", None)
+        for name in ("withheld", "disclosed"):
+            if body.get(name) is None:
+                body.pop(name, None)
         return body
 
 

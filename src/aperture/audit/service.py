@@ -1,9 +1,9 @@
 """Use cases of the transparency log: append, count refusals, read, sign tree heads, prove, verify.
 
 Every event is written as two halves: the leaf (version 2), which holds what the public may see
-in clear and a salted commitment for each field it may not (`aperture.audit.fields` classifies
-them), and the private half with those values and salts. The methods here read as the local
-operator (everything disclosed); what a caller may read of the private half is decided in
+in clear and a salted commitment to the fields it may not, one per label (`aperture.audit.fields`
+classifies them), and the private half with those values and salts. The methods here read as
+the local operator (everything disclosed); what a caller may read of the private half is decided in
 `aperture.audit.views`, through the access service (which itself appends events here, so this
 module cannot depend on it).
 """
@@ -190,7 +190,7 @@ class AuditLog:
         details: dict[str, Any] | None,
         upper_tier: bool,
         asset: str | None,
-    ) -> tuple[str, str, str, str, str, str, bytes, int, str | None]:
+    ) -> tuple[str, str, str, str, str, str, bytes, int, str | None, str | None]:
         """The stored fields of a new event, in `store.insert_event`'s order; checks them first."""
         if not (0 < len(actor) <= _LIMITS["actor"] and 0 < len(action) <= _LIMITS["action"]) or not (
             0 < len(resource) <= _LIMITS["resource"]
@@ -213,7 +213,7 @@ class AuditLog:
                 resource=resource,
                 details=details,
                 asset=asset if upper_tier else None,
-                salts=os.urandom(SALT_SIZE * (2 + len(details))),
+                salts=os.urandom(2 * SALT_SIZE),
             )
         except (TypeError, ValueError) as error:
             raise InvalidInput(
@@ -236,6 +236,7 @@ class AuditLog:
             sealed.details,
             leaf_hash(sealed.leaf),
             EVENT_SCHEMA_VERSION,
+            sealed.commitments,
             sealed.private,
         )
 

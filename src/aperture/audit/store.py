@@ -64,9 +64,11 @@ audit_events = Table(
     Column("details", Text, nullable=False),
     Column("leaf_hash", LargeBinary(32), nullable=False),
     Column("schema_version", Integer, nullable=False),
-    # The private half of a version 2 event: each withheld value with its salt, and the asset the
-    # event concerns (JSON). Not hashed into the leaf (the leaf holds the commitments), never
-    # served to the public, and erasable (personal data) without breaking the tree.
+    # A version 2 leaf's `withheld` member: the commitments to what it withholds, {label: hex}.
+    Column("commitments", Text, nullable=True),
+    # The private half of a version 2 event (domain.PRIVATE_FORMAT): the withheld values with
+    # their salts, and the asset the event concerns. Not hashed into the leaf (the leaf holds the
+    # commitments), never served to the public, erasable (personal data) without breaking the tree.
     Column("withheld", Text, nullable=True),
 )
 
@@ -114,14 +116,14 @@ APPEND_LOCK_KEY = 0x6170657274757265
 
 _INSERT_EVENT = (
     "INSERT INTO audit_events (leaf_index, event_id, occurred_at, actor, action, resource, details, leaf_hash, "
-    "schema_version, withheld) "
-    "VALUES (COALESCE((SELECT MAX(leaf_index) FROM audit_events), -1) + 1, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "schema_version, commitments, withheld) "
+    "VALUES (COALESCE((SELECT MAX(leaf_index) FROM audit_events), -1) + 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _LEAF_TILE = "SELECT leaf_index, leaf_hash FROM audit_events WHERE leaf_index >= ? AND leaf_index < ?"
 _NODE_TILE = "SELECT node_index, hash FROM audit_tree_nodes WHERE level = ? AND node_index >= ? AND node_index < ?"
 _ALL_RECORDS = (
     "SELECT leaf_index, event_id, occurred_at, actor, action, resource, details, leaf_hash, schema_version, "
-    "withheld FROM audit_events ORDER BY leaf_index"
+    "commitments, withheld FROM audit_events ORDER BY leaf_index"
 )
 
 
@@ -152,6 +154,7 @@ def insert_event(
     details_json: str,
     leaf_hash: bytes,
     schema_version: int,
+    commitments: str | None,
     withheld: str | None,
 ) -> int:
     """Append one row at the next leaf index, in the caller's transaction; returns the index.
@@ -161,7 +164,18 @@ def insert_event(
     advisory lock held to commit), so concurrent appends get contiguous, distinct indices and a
     rolled-back append leaves no hole. An in-process counter could do neither.
     """
-    params = (event_id, occurred_at, actor, action, resource, details_json, leaf_hash, schema_version, withheld)
+    params = (
+        event_id,
+        occurred_at,
+        actor,
+        action,
+        resource,
+        details_json,
+        leaf_hash,
+        schema_version,
+        commitments,
+        withheld,
+    )
     cursor = connection.connection.cursor()
     try:
         if connection.dialect.name == "sqlite":
@@ -248,6 +262,7 @@ def _record(row: Any) -> EventRecord:
         details=json.loads(row.details),
         schema_version=version,
         leaf_hash=bytes(row.leaf_hash),
+        commitments=json.loads(row.commitments) if row.commitments else {},
         secrets=secrets,
         asset=asset,
     )

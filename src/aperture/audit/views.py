@@ -63,8 +63,9 @@ class LogViews:
             if label != Visibility.UPPER_TIER.value:
                 return True
             uid = record.asset
-            if uid is None and isinstance(record.secrets.get("resource"), tuple):
-                uid = self._resolve(str(record.secrets["resource"][1]))
+            resource = record.secrets[label][1].get("resource") if label in record.secrets else None
+            if uid is None and isinstance(resource, str):
+                uid = self._resolve(resource)
             asset = None if uid is None else _asset(uid)
             if asset is None:
                 return False  # nothing says which asset: only the operator reads it

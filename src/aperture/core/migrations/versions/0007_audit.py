@@ -1,6 +1,6 @@
-"""The transparency log's two halves and its refusal counters: the private half of each event
-(withheld values and their salts, the asset it concerns) and the per-window counters of
-refusals anyone can cause.
+"""The transparency log's two halves and its refusal counters: the commitments a version 2 leaf
+holds, the private half of each event (withheld values and their salts, the asset it concerns)
+and the per-window counters of refusals anyone can cause.
 
 Revision ID: 0007_audit
 Revises: 0006
@@ -17,6 +17,7 @@ depends_on = None
 
 
 def upgrade() -> None:
+    op.add_column("audit_events", sa.Column("commitments", sa.Text(), nullable=True))
     op.add_column("audit_events", sa.Column("withheld", sa.Text(), nullable=True))
     op.create_table(
         "audit_refusals",
@@ -33,3 +34,4 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("audit_refusals")
     op.drop_column("audit_events", "withheld")
+    op.drop_column("audit_events", "commitments")
