@@ -36,13 +36,8 @@ from typing import Any
 
 from sqlalchemy import event
 
-from aperture.audit.domain import (
-    EVENT_SCHEMA_VERSION,
-    details_text,
-    inclusion_proof,
-    leaf_data_from_fields,
-    leaf_hash,
-)
+from aperture.audit.domain import EVENT_SCHEMA_VERSION, SALT_SIZE, inclusion_proof, leaf_hash, seal_event
+from aperture.audit.fields import fields_of
 from aperture.bootstrap import Services, build_services, init_instance
 from aperture.core.ids import new_id
 from aperture.settings import Settings
@@ -91,6 +86,34 @@ def details(i: int) -> dict[str, Any]:
     return {"name": "smollm2", "version": f"1.{i}", "files": 3}
 
 
+def stored_row(event_id: str, at: str, resource: str, event_details: dict[str, Any]) -> tuple[Any, ...]:
+    """The columns `AuditLog.append` stores for an event (version 2: public leaf, private half)."""
+    sealed = seal_event(
+        fields_of(ACTION),
+        upper_tier=False,
+        event_id=event_id,
+        occurred_at=at,
+        actor=ACTOR,
+        action=ACTION,
+        resource=resource,
+        details=event_details,
+        asset=None,
+        salts=os.urandom(2 * SALT_SIZE),
+    )
+    return (
+        event_id,
+        at,
+        sealed.actor,
+        ACTION,
+        sealed.resource,
+        sealed.details,
+        leaf_hash(sealed.leaf),
+        EVENT_SCHEMA_VERSION,
+        sealed.commitments,
+        sealed.private,
+    )
+
+
 def new_instance(home: Path, synchronous: str = "NORMAL") -> Services:
     services = build_services(Settings(home=home))
 
@@ -128,14 +151,7 @@ def bench_appends(run_dir: Path, synchronous: str, per_round: int, rounds: int, 
     counter = [0]
 
     def params(i: int) -> tuple[Any, ...]:
-        event_id, at, resource_, text = (
-            new_id(),
-            "2026-01-01T00:00:00.000000Z",
-            f"model:m/versions/{i}",
-            details_text(details(0)),
-        )
-        hashed = leaf_hash(leaf_data_from_fields(EVENT_SCHEMA_VERSION, event_id, at, ACTOR, ACTION, resource_, text))
-        return (event_id, at, ACTOR, ACTION, resource_, text, hashed, EVENT_SCHEMA_VERSION)
+        return stored_row(new_id(), "2026-01-01T00:00:00.000000Z", f"model:m/versions/{i}", details(0))
 
     def raw_min_single() -> None:
         for _ in range(per_round):
@@ -278,15 +294,11 @@ def generate(services: Services, count: int) -> None:
                 seconds, millis = divmod(base_ms + i, 1000)
                 at = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}000Z"
                 resource_ = f"model:m{i % 97}/versions/{i}"
-                text = details_text(details(i))
-                hashed = leaf_hash(
-                    leaf_data_from_fields(EVENT_SCHEMA_VERSION, event_id, at, ACTOR, ACTION, resource_, text)
-                )
-                yield (start + i, event_id, at, ACTOR, ACTION, resource_, text, hashed, EVENT_SCHEMA_VERSION)
+                yield (start + i, *stored_row(event_id, at, resource_, details(i)))
 
         connection.executemany(
             "INSERT INTO audit_events (leaf_index, event_id, occurred_at, actor, action, resource, details, "
-            "leaf_hash, schema_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "leaf_hash, schema_version, commitments, withheld) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows(),
         )
     connection.close()

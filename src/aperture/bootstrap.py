@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import cached_property
@@ -11,16 +12,17 @@ from aperture.access.domain import SYSTEM, Role
 from aperture.access.policy import PolicyEngine, policy_texts_from
 from aperture.access.service import AccessService, AccessSettings, IssuedKey
 from aperture.audit.service import AuditLog
+from aperture.audit.views import LogViews
 from aperture.core import db
 from aperture.core.clock import Clock, SystemClock
-from aperture.core.errors import Conflict, NotInitialised
+from aperture.core.errors import Conflict, InvalidInput, NotFound, NotInitialised
 from aperture.gateway.limits import Limiter, LocalLimiter, RedisLimiter
 from aperture.gateway.service import GatewayConfig, GatewayService
 from aperture.licensing.service import LicensingService, LicensingSettings, load_checklist
 from aperture.raid.config import RaidConfig, SmtpConfig
 from aperture.raid.disclosure import EmbargoPolicy, SharingPolicy
 from aperture.raid.service import RaidService
-from aperture.registry.service import RegistryService
+from aperture.registry.service import RegistryService, version_asset
 from aperture.release.reports import ReportPrinter
 from aperture.release.service import ReleaseService, board_rules
 from aperture.risk.datasets import DataDirectory
@@ -50,6 +52,7 @@ class Services:
     gateway: GatewayService
     licensing: LicensingService
     raid: RaidService
+    audit_views: LogViews  # the log's public and private views, per caller
     _keys: InstanceKeys | None = field(default=None, repr=False)
 
     @cached_property
@@ -151,8 +154,24 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
         raid=RaidService(
             database=database, audit=audit, clock=clock, access=access, registry=registry, config=raid_config(settings)
         ),
+        audit_views=LogViews(audit, access, _version_asset_of(registry)),
     )
     return services
+
+
+def _version_asset_of(registry: RegistryService) -> Callable[[str], str | None]:
+    """The asset a `model:NAME:VERSION` resource of the log names (for the private view's
+    clearance check on events that did not store it)."""
+
+    def resolve(resource: str) -> str | None:
+        if not resource.startswith("model:"):
+            return None
+        try:
+            return version_asset(registry.find_version(resource.removeprefix("model:")).id).uid
+        except (NotFound, InvalidInput):
+            return None
+
+    return resolve
 
 
 def _limiter(settings: Settings) -> Limiter:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import typer
+from sqlalchemy.exc import OperationalError
 
 from aperture import __version__
-from aperture.cli_support import CliState, command_errors, out_console, print_json, state
+from aperture.cli_support import CliState, command_errors, err_console, out_console, print_json, state
+from aperture.core.errors import ApertureError
 
 app = typer.Typer(
     name="aperture",
@@ -21,6 +23,25 @@ def root(ctx: typer.Context) -> None:
 
     if ctx.obj is None:
         ctx.obj = CliState(settings=load_settings())
+    if ctx.obj._services is not None:  # services handed in (tests): count only this command's writes
+        ctx.obj._services.audit.appended = False
+    ctx.call_on_close(lambda: sign_after_writes(ctx.obj))
+
+
+def sign_after_writes(cli_state: CliState) -> None:
+    """Every command that appended to the log signs a tree head before it exits, so what the
+    command did is committed to at once (and not only at the server's next periodic head)."""
+    services = cli_state._services
+    if services is None or not services.audit.appended:
+        return
+    try:
+        services.audit.issue_tree_head()
+    except ApertureError as error:
+        err_console.print(f"[yellow]warning[/]: no tree head was signed after this command: {error.message}")
+    except OperationalError:  # the database went away: the command itself reported what it could
+        err_console.print("[yellow]warning[/]: no tree head was signed after this command (database unavailable)")
+    else:
+        services.audit.appended = False
 
 
 @app.command()
@@ -67,6 +88,7 @@ def _mount() -> None:
     from aperture.access.cli import access_app
     from aperture.access.cli import app as keys_app
     from aperture.audit.cli import app as audit_app
+    from aperture.audit.cli import verify_release_command
     from aperture.gateway.cli import app as gateway_app
     from aperture.licensing.cli import app as licensing_app
     from aperture.raid.cli import app as raid_app
@@ -92,6 +114,7 @@ def _mount() -> None:
     app.add_typer(raid_app, name="raid")
     app.command()(serve)
     app.command()(demo)
+    app.command("verify-release")(verify_release_command)
 
 
 _mount()

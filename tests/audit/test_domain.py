@@ -319,7 +319,7 @@ json_values = st.recursive(
 def test_leaf_data_is_the_canonical_json_of_the_event(
     event_id: str, occurred_at: str, actor: str, action: str, resource: str, details: dict[str, Any]
 ) -> None:
-    event = AuditEvent(0, event_id, occurred_at, actor, action, resource, details)
+    event = AuditEvent(0, event_id, occurred_at, actor, action, resource, details, schema_version=1)
     expected = canonical_json(
         {
             "v": 1,
@@ -396,10 +396,32 @@ def test_tampered_or_foreign_checkpoints_are_refused() -> None:
 
 
 def _events(n: int) -> list[AuditEvent]:
+    """Version 1 events (every field in clear in the leaf), for the tree and bundle tests."""
     return [
-        AuditEvent(i, f"id-{i}", f"2026-01-01T00:00:{i % 60:02d}.000000Z", "alice", "test.did", f"thing:{i}", {"n": i})
+        AuditEvent(
+            i, f"id-{i}", f"2026-01-01T00:00:{i % 60:02d}.000000Z", "alice", "test.did", f"thing:{i}", {"n": i}, 1
+        )
         for i in range(n)
     ]
+
+
+def _record(event: AuditEvent) -> domain.EventRecord:
+    return domain.EventRecord(
+        event.leaf_index,
+        event.event_id,
+        event.occurred_at,
+        event.action,
+        event.actor,
+        event.resource,
+        event.details,
+        event.schema_version,
+        domain.event_leaf_hash(event),
+    )
+
+
+def _json(event: AuditEvent) -> dict[str, Any]:
+    """A version 1 event as the operator sees it (every field in clear)."""
+    return domain.event_json(_record(event), domain.FAIL_CLOSED, domain.disclose_all)
 
 
 def test_bundles_check_offline_and_tampering_is_named() -> None:
@@ -407,7 +429,9 @@ def test_bundles_check_offline_and_tampering_is_named() -> None:
     events = _events(13)
     hashes = [domain.event_leaf_hash(e) for e in events]
     head = _head(key, pem, 13, root_hash(hashes))
-    proof = domain.InclusionProof(events[6], hashes[6], 13, head.root_hash, tuple(inclusion_proof(hashes, 6)), head)
+    proof = domain.InclusionProof(
+        _json(events[6]), hashes[6], 13, head.root_hash, tuple(inclusion_proof(hashes, 6)), head
+    )
     bundle = json.loads(json.dumps(proof.to_json()))
     assert check_bundle(bundle, pem).ok
 
@@ -450,6 +474,8 @@ def _records(events: list[AuditEvent]) -> list[domain.LeafRecord]:
             domain.details_text(e.details),
             domain.event_leaf_hash(e),
             e.schema_version,
+            None,
+            None,
         )
         for e in events
     ]
@@ -468,7 +494,7 @@ def test_log_verifier_finds_edits_deletions_and_swaps() -> None:
     hashes = [r[7] for r in records]
     heads = [_head(key, pem, 20, root_hash(hashes[:20])), _head(key, pem, 40, root_hash(hashes))]
     clean = _verify(records, heads, pem)
-    assert clean.ok and clean.heads_checked == 2 and clean.tree_size == 40
+    assert clean.ok and clean.heads_checked == 2 and clean.tree_size == 40 and clean.warnings == ()
 
     edited = list(records)
     edited[25] = (*edited[25][:6], '{"n":999}', *edited[25][7:])
@@ -494,3 +520,105 @@ def test_log_verifier_finds_edits_deletions_and_swaps() -> None:
 
 def _as_dict(head: SignedTreeHead) -> dict[str, Any]:
     return {name: getattr(head, name) for name in SignedTreeHead.__slots__}
+
+
+# --- version 2 leaves: withheld fields as salted commitments ------------------------------
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    actor=st.text(min_size=1),
+    resource=st.text(min_size=1),
+    details=st.dictionaries(st.text(), json_values, max_size=5),
+    upper_tier=st.booleans(),
+    public=st.sets(st.text(), max_size=3),
+)
+def test_a_sealed_event_is_its_public_view_and_its_private_half_opens_every_commitment(
+    actor: str, resource: str, details: dict[str, Any], upper_tier: bool, public: set[str]
+) -> None:
+    classes = domain.EventFields(
+        actor=domain.Visibility.INTERNAL,
+        resource=domain.Visibility.UPPER_TIER,
+        details=dict.fromkeys(public, domain.Visibility.PUBLIC),
+    )
+    details = {key: value for key, value in details.items() if not domain.is_marker(value)}
+    sealed = domain.seal_event(
+        classes,
+        upper_tier=upper_tier,
+        event_id="0190b7c2-8d3e-7000-8000-000000000001",
+        occurred_at="2026-01-01T00:00:00.000000Z",
+        actor=actor,
+        action="test.sealed",
+        resource=resource,
+        details=details,
+        asset="model_version:x" if upper_tier else None,
+        salts=bytes(range(256)) * 4,
+    )
+    secrets, asset = domain.parse_private(sealed.private)
+    record = domain.EventRecord(
+        0,
+        "0190b7c2-8d3e-7000-8000-000000000001",
+        "2026-01-01T00:00:00.000000Z",
+        "test.sealed",
+        json.loads(sealed.actor),
+        json.loads(sealed.resource),
+        json.loads(sealed.details),
+        2,
+        leaf_hash(sealed.leaf),
+        json.loads(sealed.commitments) if sealed.commitments else {},
+        secrets,
+        asset,
+    )
+    public_view = domain.event_json(record, classes)
+    assert domain.event_leaf_data(public_view) == sealed.leaf  # the public view is the leaf
+    assert (public_view["resource"] == resource) is not upper_tier
+    assert {k for k, v in public_view["details"].items() if not domain.is_marker(v)} == public & set(details)
+    private_view = domain.event_json(record, classes, domain.disclose_all)
+    assert domain.check_disclosed(private_view) == []
+    assert domain.full_event(record) == AuditEvent(
+        0, record.event_id, record.occurred_at, actor, "test.sealed", resource, details
+    )
+    verifier = LogVerifier([], "", {})
+    verifier.add_rows(
+        [
+            (
+                0,
+                record.event_id,
+                record.occurred_at,
+                sealed.actor,
+                "test.sealed",
+                sealed.resource,
+                sealed.details,
+                leaf_hash(sealed.leaf),
+                2,
+                sealed.commitments,
+                sealed.private,
+            )
+        ]
+    )
+    report = verifier.finish()
+    assert [p.kind for p in report.problems] == [ProblemKind.NO_HEAD]  # no head signed in this test
+    assert report.private_checked == len(secrets)
+
+
+def test_withheld_values_with_tabs_and_newlines_round_trip() -> None:
+    tricky = {"a\tb": "line\none\ttab", "c": ["\n", {"\t": "x"}]}
+    sealed = domain.seal_event(
+        domain.FAIL_CLOSED,
+        upper_tier=False,
+        event_id="e",
+        occurred_at="t",
+        actor="a\nb",
+        action="x",
+        resource="r\tr",
+        details=tricky,
+        asset=None,
+        salts=bytes(128),
+    )
+    secrets, _ = domain.parse_private(sealed.private)
+    assert secrets["internal"][1] == {
+        "actor": "a\nb",
+        "details.a\tb": "line\none\ttab",
+        "details.c": ["\n", {"\t": "x"}],
+        "resource": "r\tr",
+    }

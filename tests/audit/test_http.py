@@ -48,8 +48,10 @@ def test_events_are_public_and_paginated_newest_first(client: TestClient, servic
     assert [e["leaf_index"] for e in older["events"]] == list(range(size - 4, -1, -1))
     assert older["next_before"] is None
     one = client.get(f"/api/v1/audit/events/{size - 1}").json()
-    assert one["details"] == {"i": 4}
-    assert one["leaf_hash"] == domain.event_leaf_hash(services.audit.get_event(size - 1)).hex()
+    assert one["details"]["i"]["withheld"] == "internal"  # a field the classification does not know
+    assert "disclosed" not in one
+    assert one["leaf_hash"] == domain.leaf_hash(domain.event_leaf_data(one)).hex()
+    assert one["leaf_hash"] == services.audit.get_record(size - 1).leaf_hash.hex()
     missing = client.get(f"/api/v1/audit/events/{size}")
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
     assert client.get("/api/v1/audit/events", params={"limit": 0}).status_code == 422
@@ -85,8 +87,9 @@ def test_proofs_from_the_api_check_offline(client: TestClient, services: Service
     body = inclusion.json()
     assert body["tree_size"] == second.tree_size
     assert domain.check_bundle(body, pem).ok
-    # The API's JSON is the same bundle the CLI prints.
-    assert body == json.loads(json.dumps(services.audit.inclusion_proof(3).to_json()))
+    # The API's JSON is the bundle the CLI prints, in the public view.
+    public = services.audit.inclusion_proof(3, disclose=domain.disclose_none).to_json()
+    assert body == json.loads(json.dumps(public))
     at_first = client.get("/api/v1/audit/proofs/inclusion/3", params={"tree_size": first.tree_size}).json()
     assert at_first["tree_head"]["tree_size"] == first.tree_size and domain.check_bundle(at_first, pem).ok
     consistency = client.get(

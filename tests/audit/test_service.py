@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import text
@@ -24,12 +25,13 @@ def append(services: Services, n: int, prefix: str = "thing") -> list[AuditEvent
 
 
 def all_leaf_hashes(services: Services) -> list[bytes]:
-    events: list[AuditEvent] = []
+    """Every leaf hash, recomputed from what each event's public view shows."""
+    events: list[dict[str, object]] = []
     before = None
-    while page := services.audit.list_events(limit=500, before=before):
-        events.extend(page)
+    while page := services.audit.list_records(limit=500, before=before):
+        events.extend(services.audit.event_json(record, domain.disclose_none) for record in page)
         before = page[-1].leaf_index
-    return [domain.event_leaf_hash(e) for e in reversed(events)]
+    return [domain.leaf_hash(domain.event_leaf_data(e)) for e in reversed(events)]
 
 
 def sql(services: Services, statement: str, **params: object) -> None:
@@ -144,7 +146,13 @@ def test_a_clean_log_verifies(services: Services) -> None:
 def test_verify_detects_an_edited_row(services: Services) -> None:
     append(services, 20)
     services.audit.issue_tree_head()
-    sql(services, "UPDATE audit_events SET details = :details WHERE leaf_index = 7", details='{"i":99,"s":"é"}')
+    edited = services.audit.get_record(7)
+    details = dict(edited.details, s="edited")  # a public-looking field added by hand
+    sql(
+        services,
+        "UPDATE audit_events SET details = :details WHERE leaf_index = 7",
+        details=domain.details_text(details),
+    )
     report = services.audit.verify()
     kinds = {(p.kind, p.where) for p in report.problems}
     assert (ProblemKind.LEAF, "leaf 7") in kinds
@@ -276,6 +284,49 @@ def test_the_newest_inclusion_proof_uses_the_signed_head_else_the_current_tree(s
     late = append(services, 1)[0]
     uncovered = services.audit.newest_inclusion_proof(late.leaf_index)
     assert uncovered.tree_head is None and uncovered.tree_size == late.leaf_index + 1
-    assert uncovered.event == late
+    assert uncovered.event["event_id"] == late.event_id
     with pytest.raises(NotFound):
         services.audit.newest_inclusion_proof(late.leaf_index + 1)
+
+
+def test_event_sizes_are_bounded_with_a_clear_error(services: Services) -> None:
+    """No emitter can grow the log by an unbounded event: each part and the whole are capped,
+    and the error names the action and the limit (nothing is written)."""
+    start = services.audit.tree_size()
+    with services.database.transaction() as connection:
+        with pytest.raises(InvalidInput, match=r"'test.big' is too large: the details as JSON is \d+, at most 16384"):
+            services.audit.append(connection, actor="a", action="test.big", resource="r", details={"x": "y" * 20_000})
+        with pytest.raises(InvalidInput, match="resource must be 1 to 500 characters"):
+            services.audit.append(connection, actor="a", action="test.big", resource="r" * 501)
+        with pytest.raises(InvalidInput, match="the actor as JSON is 402, at most 200"):
+            services.audit.append(connection, actor='"' * 200, action="instance.initialised", resource="r")
+        many = {f"k{i}": "v" * 100 for i in range(140)}  # 15 KB of details: fine, withheld or not
+        services.audit.append(connection, actor="a", action="test.big", resource="r", details=many)
+    assert services.audit.tree_size() == start + 1
+
+
+def test_verify_warns_of_unsigned_events_and_an_old_head(services: Services) -> None:
+    append(services, 3)
+    head = services.audit.issue_tree_head()
+    append(services, 2)
+    report = services.audit.verify()
+    assert report.ok and report.signed_size == head.tree_size
+    assert [(w.kind, w.where) for w in report.warnings] == [
+        (ProblemKind.UNSIGNED, f"leaves {head.tree_size}-{head.tree_size + 1}")
+    ]
+    aged = services.audit.verify(max_head_age=timedelta(0))
+    assert [w.kind for w in aged.warnings] == [ProblemKind.UNSIGNED, ProblemKind.STALE_HEAD]
+    services.audit.issue_tree_head()
+    assert services.audit.verify(max_head_age=timedelta(0)).warnings == ()
+
+
+def test_verify_fails_when_every_signed_head_is_deleted(services: Services) -> None:
+    append(services, 20)
+    services.audit.issue_tree_head()
+    sql(services, "DELETE FROM audit_tree_heads")
+    report = services.audit.verify()
+    assert not report.ok
+    assert {p.kind for p in report.problems} == {ProblemKind.NO_HEAD}
+    assert any("signed tree heads were deleted" in p.message for p in report.problems)
+    sql(services, "DELETE FROM audit_tree_nodes")  # the derived hashes too: still no head
+    assert [p.kind for p in services.audit.verify().problems] == [ProblemKind.NO_HEAD]

@@ -461,6 +461,8 @@ class Action(StrEnum):
     ASSESS = "assess"  # run suites on a version, import evidence, attach findings, read item results
     # --- audit (policies in audit.cedar)
     SIGN_TREE_HEAD = "sign_tree_head"
+    # --- audit
+    VIEW_AUDIT_INTERNAL = "view_audit_internal"  # the private view of the log: withheld fields, provable
 
 
 WEIGHT_ACTIONS = (Action.DOWNLOAD, Action.EXPORT, Action.COPY_TO_HUB)

@@ -351,9 +351,10 @@ class AccessService:
         )
 
     def _key_refused(self, key_id: str, why: str, origin: str | None) -> None:
-        self.audit.record(
-            actor="?", action="access.key.refused", resource=f"api-key:{key_id}", details={"why": why, "origin": origin}
-        )
+        # Counted per window, not logged one by one: anyone can send wrong keys (docs/audit.md,
+        # "Refusals"). Only a key of ours is named, never an id the sender made up.
+        known = why not in ("malformed", "unknown key")
+        self.audit.count_refusal("access.key.refused", why, origin, subject=f"api-key:{key_id}" if known else "")
 
     def revoke_key(self, caller: Caller, key_id: str) -> ApiKey:
         self.require_instance(caller, Action.MANAGE_KEYS)
@@ -734,12 +735,18 @@ class AccessService:
     ) -> Decision:
         """The one authorization function. Deny by default; a result, never an exception.
 
-        An asset with no classification is denied (nothing is open by omission). Every decision
-        on an upper-tier asset, allow and deny, is appended to the audit log under the asset's
-        opaque id; observers (canaries, anomalies) hear of every decision on an asset."""
+        An asset with no classification is denied (nothing is open by omission). Decisions on an
+        upper-tier asset, allow and deny, are appended to the audit log under the asset's opaque
+        id, except a listing that left the asset out and the instance's own lookups (`_logged`);
+        an anonymous caller's denials are counted per window instead (`audit.refusals`).
+        Observers (canaries, anomalies) hear of every decision on an asset."""
         decision = self.decide(caller, action, asset, **facts)
         classification = None if asset is None else self.lookup(asset)
-        if decision.upper_tier and classification is not None:
+        logged = decision.upper_tier and classification is not None and _logged(caller, decision, purpose)
+        if logged and _anonymous(caller) and not decision.allowed:
+            # Anyone can ask: counted per window, not logged one by one (docs/audit.md, "Refusals").
+            self.audit.count_refusal("access.decision", f"{action.value} denied", caller.origin)
+        elif logged and classification is not None:
             self._record_decision(caller, decision, classification)
         if classification is not None:
             for observer in self._observers:
@@ -802,12 +809,15 @@ class AccessService:
         anonymous caller is told to sign in (401); anyone else that they may not (403)."""
         decision = self.decide(caller, action, **facts)
         if not decision.allowed:
-            self.audit.record(
-                actor=caller.actor,
-                action="access.instance.denied",
-                resource="instance",
-                details={"action": action.value, "reasons": list(decision.reasons), "origin": caller.origin},
-            )
+            if _anonymous(caller):  # anyone can ask: counted per window, not logged one by one
+                self.audit.count_refusal("access.instance.denied", action.value, caller.origin)
+            else:
+                self.audit.record(
+                    actor=caller.actor,
+                    action="access.instance.denied",
+                    resource="instance",
+                    details={"action": action.value, "reasons": list(decision.reasons), "origin": caller.origin},
+                )
             if not caller.signed_in:
                 raise Unauthenticated(
                     f"{action.value.replace('_', ' ')} needs you to sign in",
@@ -954,13 +964,18 @@ class AccessService:
         return principal
 
     def _login_event(self, connection: Connection, name: str, origin: str | None, why: str) -> None:
-        self.audit.append(
-            connection,
-            actor=name[:200] or "?",
-            action="access.login.failed",
-            resource=f"principal:{name[:180] or '?'}",
-            details={"origin": origin, "why": why},
-        )
+        if why == "locked out":  # a real account just locked: a change of state, logged on its own
+            self.audit.append(
+                connection,
+                actor=name[:200],
+                action="access.login.locked_out",
+                resource=f"principal:{name[:180]}",
+                details={"origin": origin},
+            )
+            return
+        # Counted per window, not logged one by one: anyone can try names, and the name typed is
+        # not kept (docs/audit.md, "Refusals").
+        self.audit.count_refusal("access.login.failed", why, origin, connection=connection)
 
     def session_caller(self, session_id: str, *, origin: str | None = None) -> Caller | None:
         """The caller behind a session id from a signed cookie, or None when the session ended:
@@ -988,6 +1003,21 @@ class AccessService:
                 resource=f"principal:{found.principal}",
                 details={"origin": origin, "why": "signed out"},
             )
+
+
+def _anonymous(caller: Caller) -> bool:
+    """A caller with neither key nor session: anyone on the network."""
+    return caller.key_id is None and not caller.session and caller.principal == UNREGISTERED
+
+
+def _logged(caller: Caller, decision: Decision, purpose: str) -> bool:
+    """Which decisions on an upper-tier asset the log records: not a listing that left the asset
+    out (nothing was shown), and not the instance's own lookups (a page building the public
+    registry looks every version up as the operator; logging them logged every page view)."""
+    if purpose == "list" and not decision.allowed:
+        return False
+    internal = caller.principal == OPERATOR and caller.key_id is None and not caller.session
+    return not (internal and decision.allowed and decision.action is Action.VIEW)
 
 
 def _principal_details(principal: Principal) -> dict[str, Any]:

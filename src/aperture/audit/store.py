@@ -11,6 +11,7 @@ import json
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
+from json.encoder import encode_basestring
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -30,12 +31,14 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from aperture.audit.domain import (
+    EVENT_SCHEMA_VERSION,
     STRIDE,
     TREE_HEAD_SCHEMA_VERSION,
-    AuditEvent,
+    EventRecord,
     LeafRecord,
     SignedTreeHead,
     fold_subtrees,
+    parse_private,
     perfect_root,
     perfect_subtrees,
 )
@@ -61,6 +64,12 @@ audit_events = Table(
     Column("details", Text, nullable=False),
     Column("leaf_hash", LargeBinary(32), nullable=False),
     Column("schema_version", Integer, nullable=False),
+    # A version 2 leaf's `withheld` member: the commitments to what it withholds, {label: hex}.
+    Column("commitments", Text, nullable=True),
+    # The private half of a version 2 event (domain.PRIVATE_FORMAT): the withheld values with
+    # their salts, and the asset the event concerns. Not hashed into the leaf (the leaf holds the
+    # commitments), never served to the public, erasable (personal data) without breaking the tree.
+    Column("withheld", Text, nullable=True),
 )
 
 audit_tree_heads = Table(
@@ -78,6 +87,20 @@ audit_tree_heads = Table(
 
 # Hashes of the perfect subtrees at levels STRIDE, 2*STRIDE, ... (derived data: recomputable
 # from the leaves, filled when tree heads are issued, checked by `aperture audit verify`).
+# Refusals anyone can cause (wrong keys, failed sign-ins) are counted here per window, by kind,
+# reason, keyed hash of the origin and subject, and summed into one `audit.refusals` event per
+# kind when the window closes: bounded in rows (a cap per window) and in log growth.
+audit_refusals = Table(
+    "audit_refusals",
+    metadata,
+    Column("window_start", BigInteger, primary_key=True, autoincrement=False),  # epoch seconds
+    Column("kind", String(100), primary_key=True),
+    Column("reason", String(100), primary_key=True),
+    Column("origin", String(32), primary_key=True),  # keyed hash of the address, or "*" past the cap
+    Column("subject", String(64), primary_key=True),  # e.g. the key id of a known key; "" when none
+    Column("count", BigInteger, nullable=False),
+)
+
 audit_tree_nodes = Table(
     "audit_tree_nodes",
     metadata,
@@ -93,13 +116,14 @@ APPEND_LOCK_KEY = 0x6170657274757265
 
 _INSERT_EVENT = (
     "INSERT INTO audit_events (leaf_index, event_id, occurred_at, actor, action, resource, details, leaf_hash, "
-    "schema_version) VALUES (COALESCE((SELECT MAX(leaf_index) FROM audit_events), -1) + 1, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "schema_version, commitments, withheld) "
+    "VALUES (COALESCE((SELECT MAX(leaf_index) FROM audit_events), -1) + 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _LEAF_TILE = "SELECT leaf_index, leaf_hash FROM audit_events WHERE leaf_index >= ? AND leaf_index < ?"
 _NODE_TILE = "SELECT node_index, hash FROM audit_tree_nodes WHERE level = ? AND node_index >= ? AND node_index < ?"
 _ALL_RECORDS = (
-    "SELECT leaf_index, event_id, occurred_at, actor, action, resource, details, leaf_hash, schema_version "
-    "FROM audit_events ORDER BY leaf_index"
+    "SELECT leaf_index, event_id, occurred_at, actor, action, resource, details, leaf_hash, schema_version, "
+    "commitments, withheld FROM audit_events ORDER BY leaf_index"
 )
 
 
@@ -130,6 +154,8 @@ def insert_event(
     details_json: str,
     leaf_hash: bytes,
     schema_version: int,
+    commitments: str | None,
+    withheld: str | None,
 ) -> int:
     """Append one row at the next leaf index, in the caller's transaction; returns the index.
 
@@ -138,7 +164,18 @@ def insert_event(
     advisory lock held to commit), so concurrent appends get contiguous, distinct indices and a
     rolled-back append leaves no hole. An in-process counter could do neither.
     """
-    params = (event_id, occurred_at, actor, action, resource, details_json, leaf_hash, schema_version)
+    params = (
+        event_id,
+        occurred_at,
+        actor,
+        action,
+        resource,
+        details_json,
+        leaf_hash,
+        schema_version,
+        commitments,
+        withheld,
+    )
     cursor = connection.connection.cursor()
     try:
         if connection.dialect.name == "sqlite":
@@ -208,52 +245,74 @@ def tree_size(connection: Connection) -> int:
     return 0 if not rows or rows[0][0] is None else int(rows[0][0]) + 1
 
 
-def _event(row: Any) -> AuditEvent:
-    return AuditEvent(
+def _record(row: Any) -> EventRecord:
+    version = int(row.schema_version)
+    secrets, asset = parse_private(row.withheld)
+    if version >= EVENT_SCHEMA_VERSION:  # actor and resource are stored as their leaf members' JSON
+        actor, resource = json.loads(row.actor), json.loads(row.resource)
+    else:
+        actor, resource = row.actor, row.resource
+    return EventRecord(
         leaf_index=int(row.leaf_index),
         event_id=row.event_id,
         occurred_at=row.occurred_at,
-        actor=row.actor,
         action=row.action,
-        resource=row.resource,
+        actor=actor,
+        resource=resource,
         details=json.loads(row.details),
-        schema_version=int(row.schema_version),
+        schema_version=version,
+        leaf_hash=bytes(row.leaf_hash),
+        commitments=json.loads(row.commitments) if row.commitments else {},
+        secrets=secrets,
+        asset=asset,
     )
 
 
-def load_event(connection: Connection, leaf_index: int) -> AuditEvent | None:
+def load_record(connection: Connection, leaf_index: int) -> EventRecord | None:
     row = connection.execute(select(audit_events).where(audit_events.c.leaf_index == leaf_index)).first()
-    return None if row is None else _event(row)
+    return None if row is None else _record(row)
 
 
-def load_event_and_leaf_hash(connection: Connection, leaf_index: int) -> tuple[AuditEvent, bytes] | None:
-    row = connection.execute(select(audit_events).where(audit_events.c.leaf_index == leaf_index)).first()
-    return None if row is None else (_event(row), bytes(row.leaf_hash))
+def list_records(
+    connection: Connection,
+    *,
+    limit: int,
+    before: int | None = None,
+    action: str | None = None,
+    resource: str | None = None,
+) -> list[EventRecord]:
+    """Newest first; `before` is an exclusive upper bound on the leaf index (for paging).
 
-
-def list_events(connection: Connection, *, limit: int, before: int | None = None) -> list[AuditEvent]:
-    """Newest first; `before` is an exclusive upper bound on the leaf index (for paging)."""
+    `action` and `resource` filter on what the leaf shows: `resource` matches only version 2
+    events whose resource is public (stored as its JSON string), never a withheld one."""
     query = select(audit_events).order_by(audit_events.c.leaf_index.desc()).limit(limit)
     if before is not None:
         query = query.where(audit_events.c.leaf_index < before)
-    return [_event(row) for row in connection.execute(query)]
-
-
-def find_events(
-    connection: Connection, *, action: str, resources: list[str], after: int, limit: int
-) -> list[AuditEvent]:
-    """Oldest first: events of `action` about one of `resources` with a leaf index above `after`."""
-    query = (
-        select(audit_events)
-        .where(
-            audit_events.c.action == action,
-            audit_events.c.resource.in_(resources),
-            audit_events.c.leaf_index > after,
+    if action is not None:
+        query = query.where(audit_events.c.action == action)
+    if resource is not None:
+        query = query.where(
+            audit_events.c.schema_version == EVENT_SCHEMA_VERSION,
+            audit_events.c.resource == encode_basestring(resource),
         )
-        .order_by(audit_events.c.leaf_index)
-        .limit(limit)
-    )
-    return [_event(row) for row in connection.execute(query)]
+    return [_record(row) for row in connection.execute(query)]
+
+
+def iter_action_records(connection: Connection, *, action: str, after: int, batch: int = 500) -> Iterator[EventRecord]:
+    """Oldest first: the events of `action` with a leaf index above `after`, read in batches."""
+    while True:
+        query = (
+            select(audit_events)
+            .where(audit_events.c.action == action, audit_events.c.leaf_index > after)
+            .order_by(audit_events.c.leaf_index)
+            .limit(batch)
+        )
+        rows = list(connection.execute(query))
+        for row in rows:
+            yield _record(row)
+        if len(rows) < batch:
+            return
+        after = int(rows[-1].leaf_index)
 
 
 def _stream(connection: Connection, statement: str, params: tuple[Any, ...], batch: int) -> Iterator[list[Any]]:
@@ -475,3 +534,55 @@ def insert_tree_head(connection: Connection, head: SignedTreeHead) -> bool:
         "schema_version": TREE_HEAD_SCHEMA_VERSION,
     }
     return _insert_ignoring_duplicates(connection, audit_tree_heads, [row]) > 0
+
+
+# --- refusal counters -----------------------------------------------------------------------
+
+_BUMP_REFUSAL = (
+    "UPDATE audit_refusals SET count = count + 1 "
+    "WHERE window_start = ? AND kind = ? AND reason = ? AND origin = ? AND subject = ?"
+)
+_REFUSAL_ROWS = "SELECT COUNT(*) FROM audit_refusals WHERE window_start = ? AND kind = ?"
+_NEW_REFUSAL = (
+    "INSERT INTO audit_refusals (window_start, kind, reason, origin, subject, count) VALUES (?, ?, ?, ?, ?, 1) "
+    "ON CONFLICT (window_start, kind, reason, origin, subject) DO UPDATE SET count = audit_refusals.count + 1"
+)
+OVERFLOW = "*"  # the origin and subject of the counter that takes a window's refusals past its cap
+
+
+def count_refusal(
+    connection: Connection, window_start: int, kind: str, reason: str, origin: str, subject: str, cap: int
+) -> None:
+    """Add one refusal to its counter in the caller's transaction. A window holds at most `cap`
+    counters per kind; past that, refusals go to one overflow counter per reason, so the table
+    stays bounded whatever the origins and subjects."""
+    key = (window_start, kind, reason, origin, subject)
+    cursor = connection.connection.cursor()
+    try:
+        cursor.execute(_sql(connection, _BUMP_REFUSAL), key)
+        if cursor.rowcount:
+            return
+        cursor.execute(_sql(connection, _REFUSAL_ROWS), (window_start, kind))
+        row = cursor.fetchone()
+        if row is not None and int(row[0]) >= cap:
+            key = (window_start, kind, reason, OVERFLOW, OVERFLOW)
+        cursor.execute(_sql(connection, _NEW_REFUSAL), key)
+    finally:
+        cursor.close()
+
+
+def take_refusals(connection: Connection, before_window: int) -> list[tuple[int, str, str, str, str, int]]:
+    """Remove and return the counters of every window that started before `before_window` (closed
+    windows). Deleting claims them: a concurrent flusher gets none of the same rows."""
+    rows = _raw(
+        connection,
+        "DELETE FROM audit_refusals WHERE window_start < ? "
+        "RETURNING window_start, kind, reason, origin, subject, count",
+        (before_window,),
+    )
+    return [(int(w), str(k), str(r), str(o), str(s), int(c)) for w, k, r, o, s, c in rows]
+
+
+def oldest_refusal_window(connection: Connection) -> int | None:
+    rows = _raw(connection, "SELECT MIN(window_start) FROM audit_refusals", ())
+    return None if not rows or rows[0][0] is None else int(rows[0][0])

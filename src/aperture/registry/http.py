@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
-from aperture.http_support import SignedIn
+from aperture.http_support import SignedIn, Visitor
 from aperture.registry.domain import ArtifactFile, Model, ModelSummary, ModelVersion
 from aperture.registry.service import VerificationReport
 
@@ -187,7 +187,8 @@ def build_router(services: Services) -> APIRouter:
         response_class=Response,
         responses={200: {"content": {"application/json": {}}}},
     )
-    def get_signature(name: str, version: str, caller: SignedIn) -> Response:
+    def get_signature(name: str, version: str, caller: Visitor) -> Response:
+        # Public for what the caller may see (SL1 for anyone): `aperture verify-release` checks it.
         found = registry.get_version(name, version, caller)
         return Response(found.signature, media_type="application/json")
 

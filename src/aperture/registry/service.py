@@ -197,10 +197,15 @@ class RegistryService:
 
     def _log_name(self, record: ModelVersion) -> str:
         """How the public log names a version: by name in the lower tier, by opaque id above."""
-        found = self.classification(record)
-        if found is None or found.level.upper_tier or found.canary:
+        if self.upper_tier(record):
             return version_asset(record.id).audit_resource
         return f"model:{record.reference}"
+
+    def upper_tier(self, record: ModelVersion) -> bool:
+        """Whether the public log withholds what names or describes this version (`upper_tier=`
+        of an audit event): upper tier, a canary, or not classified (fail closed)."""
+        found = self.classification(record)
+        return found is None or found.level.upper_tier or found.canary
 
     def _can_view(self, caller: Caller, version_id: str, purpose: str = "read") -> bool:
         return self.access.authorize(caller, Action.VIEW, version_asset(version_id), purpose=purpose).allowed

@@ -134,11 +134,13 @@ def create_app(services: Services) -> FastAPI:
 
 def _mount_api(app: FastAPI, services: Services) -> None:
     from aperture.access.http import build_router as access_router
+    from aperture.audit.http import build_well_known_router
     from aperture.gateway.http import build_openai_router
 
     # The OpenAI-compatible gateway at /v1 (its own error shape; see aperture.gateway.http).
     app.include_router(build_openai_router(services.gateway, services.settings.gateway_max_body_bytes))
 
+    app.include_router(build_well_known_router(services))  # /.well-known/aperture/keys.json
     app.include_router(access_router(services), prefix=API_PREFIX)
     for module_name in (
         "aperture.registry.http",

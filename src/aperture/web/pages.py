@@ -20,6 +20,7 @@ from markupsafe import Markup, escape
 
 from aperture import __version__
 from aperture.access.domain import SYSTEM, Action, Caller
+from aperture.audit.domain import shown_member, shown_text
 from aperture.core.errors import ApertureError, InvalidInput, NotFound
 from aperture.release.domain import Tier
 from aperture.release.service import parse_stage
@@ -40,6 +41,8 @@ def _templates() -> Jinja2Templates:
     env.filters["count"] = human_count
     env.filters["flop"] = human_flop
     env.filters["code_spans"] = code_spans
+    env.filters["shown"] = shown_text  # an event's member: its value, or [withheld: internal]
+    env.globals["shown_member"] = shown_member  # the disclosed value in a private view, else the member
     return Jinja2Templates(env=env)
 
 
@@ -348,7 +351,7 @@ def mount(app: FastAPI, services: Services) -> None:
     def home(request: Request) -> HTMLResponse:
         models = services.registry.list_models(me(request))
         head = services.audit.latest_tree_head()
-        events = services.audit.list_events(limit=8)
+        events = services.audit_views.events(me(request), limit=8)
         return render(
             request,
             "home.html",
@@ -455,13 +458,15 @@ def mount(app: FastAPI, services: Services) -> None:
     @app.get("/audit", response_class=HTMLResponse, include_in_schema=False)
     def audit_page(request: Request, before: int | None = None, limit: int = 50) -> HTMLResponse:
         limit = max(1, min(limit, 500))
-        events = services.audit.list_events(limit=limit, before=before)
-        older = events[-1].leaf_index if events and events[-1].leaf_index > 0 else None
+        caller = me(request)
+        events = services.audit_views.events(caller, limit=limit, before=before)
+        older = events[-1]["leaf_index"] if events and events[-1]["leaf_index"] > 0 else None
         return render(
             request,
             "audit.html",
             "audit",
             events=events,
+            private=services.audit_views.may_read_private(caller),
             tree_head=services.audit.latest_tree_head(),
             tree_size=services.audit.tree_size(),
             older=older,
@@ -471,15 +476,17 @@ def mount(app: FastAPI, services: Services) -> None:
 
     @app.get("/audit/events/{leaf_index}", response_class=HTMLResponse, include_in_schema=False)
     def event_page(request: Request, leaf_index: int) -> HTMLResponse:
-        proof = services.audit.newest_inclusion_proof(leaf_index)
+        proof = services.audit_views.newest_inclusion_proof(me(request), leaf_index)
         event = proof.event
-        details = json.dumps(event.details, indent=2, sort_keys=True, ensure_ascii=False)
+        disclosed = event.get("disclosed") or {}
+        details = json.dumps(event["details"], indent=2, sort_keys=True, ensure_ascii=False)
         return render(
             request,
             "event.html",
             "audit",
             event=event,
             details=details,
+            disclosed={path: shown_text(item["value"]) for path, item in disclosed.items()},
             proof=proof,
             proof_url=f"/api/v1/audit/proofs/inclusion/{leaf_index}?tree_size={proof.tree_size}",
         )
