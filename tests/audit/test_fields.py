@@ -58,6 +58,44 @@ UNRESOLVED: dict[tuple[str, str], dict[str, set[str]]] = {
         "gateway.limits.set": {"requests_per_minute", "tokens_per_minute", "monthly_tokens", "max_tokens"}
     },
     # terms.as_dict() is one details field, `terms`: the dict literal resolves it.
+    # _require_download(..., why) passes its action on to _refused: the token and download refusals.
+    ("licensing/service.py", "_require_download"): {
+        "licensing.token.refused": {"why"},
+        "licensing.download.refused": {"why"},
+    },
+    # One count per kind of leftover removed (LeftoverKind), and the bytes.
+    ("registry/service.py", "collect_garbage"): {
+        "registry.garbage_collected": {"temporary", "blob", "sealed", "bytes"}
+    },
+    # raid._context.record(ctx, connection, actor, incident, action, details) is called from the
+    # desk's use-case modules, each with its own action and a details builder.
+    ("raid/_context.py", "record"): {
+        "raid.report.received": {"attachments", "bindings", "source", "tlp"},
+        "raid.report.information_added": {"attachments", "characters"},
+        "raid.incident.assessed": {
+            "avid",
+            "dual_use",
+            "member_state",
+            "reportable",
+            "risk_domain",
+            "sector",
+            "serious",
+            "severity",
+        },
+        "raid.incident.assigned": {"assignee", "previous"},
+        "raid.incident.aware_set": {"aware_at", "previous"},
+        "raid.incident.facts_recorded": {"fields"},
+        "raid.incident.forwarded": {"body", "form", "message", "required_by_law", "route", "tlp", "with_identity"},
+        "raid.incident.moved": {"from", "into", "move", "to"},
+        "raid.incident.routed": {"obligations", "routes", "table_version"},
+        "raid.incident.shared": {"from", "organisations", "principals", "tlp"},
+        "raid.obligation.met": {"clock", "kind", "late", "obligation"},
+        "raid.advisory.drafted": {"advisory", "embargo_until", "parties", "policy"},
+        "raid.advisory.extended": {"advisory", "embargo_until"},
+        "raid.advisory.early_publication_decided": {"advisory"},
+        "raid.advisory.notified": {"advisory", "messages", "parties"},
+        "raid.advisory.published": {"advisory", "early"},
+    },
     # The refusal summaries (audit.service._refusal_summary).
     ("audit/service.py", "_sum_refusals"): {
         "audit.refusals": {
@@ -104,6 +142,21 @@ class Module:
         for node in self.tree.body:
             if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
                 self.constants[node.targets[0].id] = node.value
+        # Names imported from another aperture module: their module-level string constants count.
+        for node in self.tree.body:
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("aperture."):
+                source = SRC.joinpath(*node.module.split(".")[1:]).with_suffix(".py")
+                if not source.is_file():
+                    continue
+                for top in ast.parse(source.read_text(encoding="utf-8")).body:
+                    if (
+                        isinstance(top, ast.Assign)
+                        and len(top.targets) == 1
+                        and isinstance(top.targets[0], ast.Name)
+                        and isinstance(top.value, ast.Constant)
+                        and any(alias.name == top.targets[0].id and alias.asname is None for alias in node.names)
+                    ):
+                        self.constants.setdefault(top.targets[0].id, top.value)
 
     def calls_of(self, name: str) -> Iterator[ast.Call]:
         for node in ast.walk(self.tree):

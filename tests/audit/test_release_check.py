@@ -110,6 +110,7 @@ def test_a_release_verifies_end_to_end_from_public_material(release: Release, tm
         tmp_path, release.url, "open:1.0", "--checkpoint", str(checkpoint), "--weights", str(release.weights)
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "aperture-facts.json by its digest in the registration logged at leaf" in result.stdout
     assert checks(result) == dict.fromkeys(
         [
             "public keys",
@@ -138,6 +139,25 @@ def test_a_changed_byte_of_the_weights_fails(release: Release, tmp_path: Path) -
     assert result.returncode == 7
     assert checks(result)["weights"] is False
     assert "SHA-256 differs" in result.stdout
+
+
+def test_an_export_with_its_signed_facts_file_verifies_and_a_changed_facts_file_fails(
+    release: Release, tmp_path: Path
+) -> None:
+    from aperture.audit.release_check import FACTS_FILE as CHECKED
+    from aperture.registry.domain import FACTS_FILE
+
+    assert CHECKED == FACTS_FILE
+    exported = tmp_path / "export"
+    release.services.registry.export_version("open", "1.0", exported, caller=SYSTEM)
+    assert (exported / FACTS_FILE).is_file()
+    result = verify_release(tmp_path, release.url, "open:1.0", "--weights", str(exported))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "by its digest in the registration" not in result.stdout  # the file itself was hashed
+    (exported / FACTS_FILE).write_text("{}")
+    changed = verify_release(tmp_path, release.url, "open:1.0", "--weights", str(exported))
+    assert changed.returncode == 7
+    assert f"{FACTS_FILE}: the file's SHA-256 differs" in changed.stdout
 
 
 def test_a_changed_byte_of_the_decision_signature_fails(release: Release, tmp_path: Path) -> None:

@@ -117,7 +117,8 @@ def test_the_private_view_needs_the_role_and_upper_tier_fields_need_clearance(si
     assert domain.check_disclosed(desk) == []
     finding = next(e for e in site.events(site.key("sam")) if e["action"] == "risk.finding.attached")
     fields = finding["disclosed"]["upper-tier"]["fields"]
-    assert fields["resource"] == "model:frontier-7b:1.0"  # resolved to its asset for the clearance check
+    assert fields["resource"] == f"asset:model_version:{site.world.sealed.id}"  # by opaque id, even here
+    assert fields["details.title"] == "uplift found"  # cleared: the upper-tier fields open
     bundle = httpx.get(
         f"{site.url}/api/v1/audit/proofs/inclusion/{finding['leaf_index']}", headers=site.key("sam")
     ).json()

@@ -83,7 +83,7 @@ def test_usage_matches_what_clients_were_told_and_exports(world: World, served: 
 def test_people_see_only_their_own_organisations_usage(world: World) -> None:
     from aperture.access.domain import Caller
 
-    stranger = Caller(principal="nobody", roles=(Role.RESEARCHER,))
+    stranger = Caller("nobody", (Role.RESEARCHER,), "abcd0002")  # signed in, in no organisation
     with pytest.raises(Forbidden):
         world.services.gateway.usage(stranger)
     with pytest.raises(InvalidInput):

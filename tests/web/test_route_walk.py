@@ -94,6 +94,7 @@ PAGE_APPLICATION = {
 # Every route the app serves, and how to fill it. A route missing here fails the walk.
 ROUTES: dict[str, Fill] = {
     "GET /healthz": Fill(),
+    "GET /.well-known/aperture/keys.json": Fill(),
     "GET /metrics": Fill(),
     # --- access
     f"GET {V}/whoami": Fill(),
@@ -249,38 +250,10 @@ ROUTES: dict[str, Fill] = {
     "POST /licensing/copies/{copy_id}/download": Fill(data={}),
 }
 
-# Cases that fail today because of the release, licensing and gateway use cases, which the board
-# branch converts (issue 14, defects 2, 3 and 4). Strict: once fixed they pass, and the walk fails
-# until the entry is removed here.
-ALL, SIGNED_IN = CALLERS, ("member", "view-key")
-_ELSEWHERE: dict[str, tuple[tuple[str, ...], str]] = {
-    f"GET {V}/audit/events": (ALL, "release votes and licensing events reach the public log naming what is upper-tier"),
-    f"GET {V}/licensing/catalogue": (ALL, "defect 4: the catalogue names licensed-tier (SL3) versions"),
-    "GET /licensing": (ALL, "defect 4: the catalogue page names licensed-tier (SL3) versions"),
-    "GET /licensing/apply": (("member",), "defect 4: the application form names licensed-tier (SL3) versions"),
-    "POST /licensing/apply": (("member",), "defect 3: a licence application answers for a hidden version"),
-    f"POST {V}/licensing/applications": (SIGNED_IN, "defect 3: licence applications answer 409 naming the tier"),
-    f"POST {V}/licensing/copies/{{copy_id}}/tokens": (SIGNED_IN, "defect 10: a copy's refusal reads unlike absent"),
-    "POST /licensing/copies/{copy_id}/download": (ALL, "defect 10: a copy's refusal reads unlike absent"),
-    f"GET {V}/registry/{{name}}/{{version}}/report.{{fmt}}": (
-        ALL,
-        "defect 3: the report says 'is an upper-tier model'",
-    ),
-    f"GET {V}/release/due": (SIGNED_IN, "defect 2: the due list names upper-tier versions"),
-    f"GET {V}/release/proposals": (SIGNED_IN, "defect 2: proposals name upper-tier versions"),
-    f"GET {V}/release/proposals/{{proposal_id}}": (SIGNED_IN, "defect 2: a proposal shows rationale and votes"),
-    "GET /release": (("member",), "defect 2: the board page shows upper-tier names, rationale and votes"),
-    f"POST {V}/release/proposals/{{proposal_id}}/votes": (SIGNED_IN, "defect 2: a hidden proposal's state shows (409)"),
-    f"POST {V}/release/proposals/{{proposal_id}}/conflicts": (SIGNED_IN, "defect 2: a hidden proposal's state shows"),
-    f"POST {V}/release/proposals/{{proposal_id}}/challenges": (SIGNED_IN, "defect 2: a hidden proposal's state shows"),
-    f"POST {V}/release/proposals/{{proposal_id}}/withdraw": (SIGNED_IN, "defect 2: a hidden proposal's state shows"),
-    "POST /release/proposals/{proposal_id}/vote": (ALL, "defect 2: a hidden proposal's state shows (409)"),
-}
-KNOWN_ELSEWHERE: dict[tuple[str, str], str] = {
-    (route, caller): f"board branch (release/licensing use cases): {why}"
-    for route, (callers, why) in _ELSEWHERE.items()
-    for caller in callers
-}
+# Cases known to fail because another piece of work owns their fix: (route, caller) -> why.
+# Strict: once fixed they pass, and the walk fails until the entry is removed here. Empty since
+# the release, licensing and gateway use cases took the caller (issue 14, defects 2, 3, 4, 10).
+KNOWN_ELSEWHERE: dict[tuple[str, str], str] = {}
 
 
 def app_routes(app: Any) -> set[str]:

@@ -71,12 +71,14 @@ CLASSIFICATION: Mapping[str, EventFields] = {
     # --- instance
     "instance.initialised": _event(P, P, signing_key_id=P, artifact_key_id=P),
     # --- access: keys, sign-ins, refusals
-    "access.key.issued": _event(I, P, name=I, principal=I, roles=P, scopes=P, expires_at=P),
+    "access.key.issued": _event(I, P, name=I, principal=I, roles=P, scopes=P, expires_at=P, issued_by=I, request_id=I),
+    "access.key.requested": _event(I, I, name=I, principal=I, roles=I, scopes=I, expires_at=I),
     "access.key.revoked": _event(I, P),
     "access.key.refused": _event(I, I, why=P, origin=I),  # before refusals were counted
     "access.login.succeeded": _event(I, I, origin=I),
     "access.login.failed": _event(I, I, origin=I, why=P),  # before refusals were counted
     "access.login.locked_out": _event(I, I, origin=I),
+    "access.session.ended": _event(I, I, origin=I, why=I),
     "audit.refusals": _event(P, P, **_REFUSALS),
     # --- access: records and decisions
     "access.state.saved": _event(I, P, name=P, kind=P, eu=P, cyber_assurance=I, rule_of_law=I),
@@ -110,9 +112,14 @@ CLASSIFICATION: Mapping[str, EventFields] = {
         skipped=U,
         level=P,
         sealed=P,
+        facts_digest=U,
     ),
-    "registry.version.verified": _event(I, U, version_id=U, manifest_digest=U),
-    "registry.version.verification_failed": _event(I, U, version_id=U, problem=U),
+    "registry.version.facts_signed": _event(
+        I, U, version_id=U, facts_digest=U, manifest_digest=U, previous_manifest_digest=U
+    ),
+    "registry.version.verified": _event(I, U, version_id=U, manifest_digest=U, facts=U, facts_digest=U),
+    "registry.version.verification_failed": _event(I, U, version_id=U, problem=U, fields=U),
+    "registry.garbage_collected": _event(I, P, blob=P, bytes=P, sealed=P, temporary=P),
     "registry.version.exported": _event(I, U, version_id=U, destination=I),
     # --- risk
     "risk.run.started": _event(I, U, run=U, suite=U, items=U, model_digest=U),
@@ -194,6 +201,46 @@ CLASSIFICATION: Mapping[str, EventFields] = {
     "release.stale": _event(I, U, problems=U),
     "release.refused": _event(I, U, request=P, reason=U),
     "release.reassessment.triggered": _event(I, U, kind=P, reason=U),
+    # --- raid: the risk desk's items carry TLP labels; what an item is, who reported it, where it
+    # went and what it says are internal (TLP:RED items are upper-tier as well); that a change
+    # happened is public, and the desk's own routing table and counts
+    "raid.report.received": _event(I, U, attachments=I, bindings=I, source=I, tlp=I),
+    "raid.report.information_added": _event(I, U, attachments=I, characters=I),
+    "raid.incident.assessed": _event(
+        I,
+        U,
+        avid=I,
+        dual_use=I,
+        member_state=I,
+        reportable=I,
+        risk_domain=I,
+        sector=I,
+        serious=I,
+        severity=I,
+    ),
+    "raid.incident.assigned": _event(I, U, assignee=I, previous=I),
+    "raid.incident.aware_set": _event(I, U, aware_at=I, previous=I),
+    "raid.incident.facts_recorded": _event(I, U, fields=I),
+    "raid.incident.forwarded": _event(
+        I, U, body=I, form=I, message=I, required_by_law=I, route=I, tlp=I, with_identity=I
+    ),
+    "raid.incident.moved": _event(I, U, **{"from": I, "into": I, "move": I, "to": I}),
+    "raid.incident.routed": _event(I, U, obligations=I, routes=I, table_version=I),
+    "raid.incident.shared": _event(I, U, **{"from": I, "organisations": I, "principals": I, "tlp": I}),
+    "raid.obligation.met": _event(I, U, clock=I, kind=I, late=I, obligation=I),
+    "raid.advisory.drafted": _event(I, U, advisory=I, embargo_until=I, parties=I, policy=I),
+    "raid.advisory.extended": _event(I, U, advisory=I, embargo_until=I),
+    "raid.advisory.early_publication_decided": _event(I, U, advisory=I),
+    "raid.advisory.notified": _event(I, U, advisory=I, messages=I, parties=I),
+    "raid.advisory.published": _event(I, U, advisory=I, early=I),
+    "raid.message.sent": _event(I, I, attempts=I, incident=I, kind=I),
+    "raid.message.failed": _event(I, I, attempts=I, incident=I, kind=I),
+    "raid.alerts.taken": _event(I, I, incidents=I, skipped=I, sources=I, taken=I),
+    "raid.reminders.queued": _event(I, I, count=I),
+    "raid.contact.saved": _event(I, I, name=I),
+    "raid.routing.adopted": _event(I, P, digest=P, number=P, version=P),
+    "raid.stix.exported": _event(I, I, incidents=I),
+    "raid.stix.imported": _event(I, I, incidents=I, skipped=I, taken=I),
 }
 
 

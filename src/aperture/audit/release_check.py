@@ -169,11 +169,26 @@ def _hash_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def check_weights(directory: Path, signed: SignedManifest) -> list[str]:
-    """Problems with a local copy of the weights against the signed manifest (empty when equal)."""
+# The signed facts document the registry adds to every manifest (registry.domain.FACTS_FILE): an
+# export carries it; a copy of the model files alone may not, and is then checked by the log.
+FACTS_FILE = "aperture-facts.json"
+
+
+def check_weights(directory: Path, signed: SignedManifest, *, logged_facts: str | None = None) -> list[str]:
+    """Problems with a local copy of the weights against the signed manifest (empty when equal).
+
+    The signed facts file may be absent from a copy of the model files: it then passes when its
+    digest in the signed manifest is the one the registration event logged (`logged_facts`)."""
     problems = []
     root = directory.resolve()
     for name, expected in sorted(signed.files.items()):
+        if name == FACTS_FILE and not (root / FACTS_FILE).exists():
+            if logged_facts != expected:
+                problems.append(
+                    f"{name}: missing, and the signed manifest's digest of it is not the one the log "
+                    "recorded at registration (check an export of the version, which carries the file)"
+                )
+            continue
         relative = PurePosixPath(name)
         if relative.is_absolute() or ".." in relative.parts:
             problems.append(f"{name}: not a path inside the model directory")
@@ -289,10 +304,16 @@ def _run(
 
     # 7. The weights.
     if weights is not None:
-        problems = check_weights(weights, manifest)
+        logged_facts = (registered.get("details") or {}).get("facts_digest")
+        problems = check_weights(
+            weights, manifest, logged_facts=logged_facts if isinstance(logged_facts, str) else None
+        )
         if problems:
             raise checker.fail("weights", "; ".join(problems[:10]))
-        checker.ok("weights", f"{len(manifest.files)} files in {weights} match the signed manifest")
+        facts_note = ""
+        if FACTS_FILE in manifest.files and not (weights / FACTS_FILE).exists():
+            facts_note = f" ({FACTS_FILE} by its digest in the registration logged at leaf {registered['leaf_index']})"
+        checker.ok("weights", f"{len(manifest.files)} files in {weights} match the signed manifest{facts_note}")
 
 
 def _check_checkpoint(checker: _Checker, note: str, pem: str, head: Mapping[str, Any]) -> None:

@@ -1225,7 +1225,8 @@ class ReleaseService:
             # (and a canary's watch hears of it) for whoever asked; the answer is the same as for none.
             self._access.authorize(caller, Action.VIEW, version_asset(version.id))
             raise missing
-        profile = self._risk.profile(version.reference, caller=caller)
+        # The entry is public (checked above): its report publishes the risk profile to everyone.
+        profile = self._risk.profile(version.reference, caller=SYSTEM)
         decision = self.evaluate(SYSTEM, version.reference)
         return version, {
             "model": version.reference,

@@ -59,9 +59,6 @@ from aperture.vault.service import VaultService
 
 CHUNK_ITEMS = {"knowledge": 64, "generative": 16}
 MAX_ATTACHMENT_BYTES = 64 * 1024 * 1024
-# What the public log may say of an event on an upper-tier version: which run, suite and evidence,
-# never the headline, a title, a file or the model's digest.
-UPPER_TIER_DETAILS = ("run", "suite", "items", "evidence", "profile_version")
 
 
 class ProgressSink(Protocol):
@@ -165,14 +162,11 @@ class RiskService:
             self.access.require(caller, action, version_asset(version_id), what=f"assessment run {run_id}")
         return version
 
-    def _log(self, version: ModelVersion, details: dict[str, Any]) -> tuple[str, dict[str, Any], bool]:
-        """How an event about a version reads in the public log: by name and in full in the lower
-        tier; by opaque id, with the run, suite and evidence ids only, above."""
-        resource = self.registry.log_name(version)
-        upper = not resource.startswith("model:")
-        if upper:
-            details = {key: value for key, value in details.items() if key in UPPER_TIER_DETAILS}
-        return resource, details, upper
+    def _log(self, version: ModelVersion) -> tuple[str, bool]:
+        """How an event about a version is logged: its resource (by name in the lower tier, by
+        opaque id above) and whether it is upper-tier, so that the public view withholds what the
+        classification table marks upper-tier (titles, headlines, digests) behind its commitment."""
+        return self.registry.log_name(version), self.registry.upper_tier(version)
 
     # --- the weights, as a directory transformers can load -----------------------------
 
@@ -234,10 +228,8 @@ class RiskService:
         if suite.kind is SuiteKind.JAILBREAK:
             inputs["template_set"] = JAILBREAK_SET_VERSION
         run_id = new_id()
-        resource, details, upper = self._log(
-            version,
-            {"run": run_id, "suite": suite.name, "items": len(ordered), "model_digest": version.manifest_digest},
-        )
+        resource, upper = self._log(version)
+        details = {"run": run_id, "suite": suite.name, "items": len(ordered), "model_digest": version.manifest_digest}
         with self.database.transaction() as connection:
             store.insert_run(
                 connection, run_id, version.id, suite.name, self.clock.now(), caller.actor, inputs, len(ordered)
@@ -433,9 +425,14 @@ class RiskService:
         for item in items:
             store.insert_evidence(connection, item)
         profile_version = self._new_profile(connection, version)
-        resource, shown, upper = self._log(version, {**details, "profile_version": profile_version})
+        resource, upper = self._log(version)
         self.audit.append(
-            connection, actor=caller.actor, action=action, resource=resource, details=shown, upper_tier=upper
+            connection,
+            actor=caller.actor,
+            action=action,
+            resource=resource,
+            details={**details, "profile_version": profile_version},
+            upper_tier=upper,
         )
         return profile_version
 
