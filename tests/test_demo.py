@@ -7,8 +7,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -18,6 +21,53 @@ from aperture.testing.server import free_port
 pytestmark = pytest.mark.slow
 
 APERTURE = str(Path(sys.executable).parent / "aperture")
+# The demo prints a line per step (at most ~40 s apart on an idle machine): a test waits on that
+# progress, never on the clock, and fails only when the demo stops printing for this long.
+STALL_S = 300.0
+T = TypeVar("T")
+
+
+class Watched:
+    """A running demo whose output is read as it comes: the lines so far, and when the last came."""
+
+    def __init__(self, args: list[str], env: dict[str, str], cwd: Path) -> None:
+        self.process = subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=cwd
+        )
+        self.lines: list[str] = []
+        self.last_progress = time.monotonic()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line)
+            self.last_progress = time.monotonic()
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, ready: Callable[[], T | None], what: str) -> T:
+        """Poll `ready` until it returns a value; fail when the demo exits or stalls first."""
+        while True:
+            found = ready()
+            if found is not None:
+                return found
+            if self.process.poll() is not None:
+                self._reader.join(timeout=10)
+                raise AssertionError(f"the demo exited with {self.process.returncode} before {what}:\n{self.output}")
+            if time.monotonic() - self.last_progress > STALL_S:
+                raise AssertionError(f"the demo printed nothing for {STALL_S:.0f} s before {what}:\n{self.output}")
+            time.sleep(0.3)
+
+    def finish(self) -> int:
+        """Wait for the exit while the demo still makes progress; its exit code."""
+        code = self.wait_for(self.process.poll, "it finished") if self.process.poll() is None else self.process.poll()
+        self._reader.join(timeout=30)
+        assert code is not None
+        return code
 
 
 def test_demo_imports_verifies_and_serves_the_bundled_model(tmp_path: Path, bundled_model_cache: Path) -> None:
@@ -26,16 +76,9 @@ def test_demo_imports_verifies_and_serves_the_bundled_model(tmp_path: Path, bund
     env = {**os.environ, "APERTURE_MODEL_CACHE": str(bundled_model_cache), "COLUMNS": "200"}
     env.pop("APERTURE_HOME", None)
     env.pop("APERTURE_DATABASE_URL", None)
-    process = subprocess.Popen(
-        [APERTURE, "demo", "--home", str(home), "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-    )
+    demo = Watched([APERTURE, "demo", "--home", str(home), "--port", str(port)], env, tmp_path)
     try:
-        info = _wait_until_served(process, home / "demo.json", timeout_s=480)
+        info = demo.wait_for(lambda: _served(home / "demo.json"), "it served")
         base = info["base_url"]
         assert base == f"http://127.0.0.1:{port}"
         assert [m["ref"] for m in info["models"]] == ["smollm2-135m-instruct:0.1.2"]
@@ -59,16 +102,15 @@ def test_demo_imports_verifies_and_serves_the_bundled_model(tmp_path: Path, bund
         events = httpx.get(f"{base}/api/v1/audit/events", params={"limit": 500}).json()["events"]
         assert {"registry.version.registered", "registry.version.verified"} <= {e["action"] for e in events}
     finally:
-        process.send_signal(signal.SIGINT)
-        output, _ = process.communicate(timeout=30)
-    assert "verified 6 files" in output, output
-    assert "admin key" in output
+        demo.process.send_signal(signal.SIGINT)
+        demo.finish()
+    assert "verified 6 files" in demo.output, demo.output
+    assert "admin key" in demo.output
 
     # A second run starts afresh in the same demo home and keeps the converted model.
-    again = subprocess.run(
-        [APERTURE, "demo", "--home", str(home), "--no-serve"], capture_output=True, text=True, env=env, timeout=240
-    )
-    assert again.returncode == 0, again.stdout + again.stderr
+    again = Watched([APERTURE, "demo", "--home", str(home), "--no-serve"], env, tmp_path)
+    assert again.finish() == 0, again.output
+    assert "converting" not in again.output  # the converted model was kept
     assert json.loads((home / "demo.json").read_text())["admin_key"] != info["admin_key"]
 
 
@@ -82,19 +124,14 @@ def test_demo_refuses_a_directory_that_is_not_a_demo_instance(tmp_path: Path) ->
     assert (precious / "notes.txt").read_text() == "keep me"
 
 
-def _wait_until_served(process: subprocess.Popen[str], demo_json: Path, timeout_s: float) -> dict[str, object]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(
-                f"the demo exited with {process.returncode}: {process.stdout.read() if process.stdout else ''}"
-            )
-        if demo_json.exists():
-            info = json.loads(demo_json.read_text())
-            try:
-                if httpx.get(f"{info['base_url']}/healthz", timeout=2).status_code == 200:
-                    return info
-            except httpx.TransportError:
-                pass
-        time.sleep(0.3)
-    raise AssertionError("the demo did not serve in time")
+def _served(demo_json: Path) -> dict[str, Any] | None:
+    """The demo's description once it is written and its server answers; None until then."""
+    if not demo_json.exists():
+        return None
+    try:
+        info = json.loads(demo_json.read_text())
+        if httpx.get(f"{info['base_url']}/healthz", timeout=2).status_code == 200:
+            return dict(info)
+    except (httpx.TransportError, json.JSONDecodeError):
+        return None  # being written, or not serving yet
+    return None
