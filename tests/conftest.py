@@ -26,6 +26,30 @@ def pytest_report_header(config: pytest.Config) -> str:
     return f"aperture database: {'PostgreSQL ' + TEST_DATABASE_URL if TEST_DATABASE_URL else 'SQLite'}"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--database-tests-only",
+        action="store_true",
+        help="run only the tests whose instance takes APERTURE_TEST_DATABASE_URL (the `database_url` "
+        "fixture, or the `database` mark): the rest run on SQLite whatever the URL, so a second run "
+        "against PostgreSQL would repeat them unchanged",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.getoption("--database-tests-only"):
+        return
+    if not TEST_DATABASE_URL:
+        raise pytest.UsageError("--database-tests-only needs APERTURE_TEST_DATABASE_URL")
+    kept, repeated = [], []
+    for item in items:
+        uses = "database_url" in getattr(item, "fixturenames", ()) or item.get_closest_marker("database")
+        (kept if uses else repeated).append(item)
+    if repeated:
+        config.hook.pytest_deselected(items=repeated)
+        items[:] = kept
+
+
 @pytest.fixture(scope="session")
 def bundled_model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One conversion of the bundled model per run: the cache is keyed by the GGUF's digest, as in production."""

@@ -39,6 +39,8 @@ from tests.conftest import TEST_DATABASE_URL
 from tests.licensing.world import SteppingClock, tiny_llama_weights
 from tests.web.walk_world import CANARY, LICENSED, PASSWORD, SECRETS, SL3, SL4, WalkWorld, build_walk_world
 
+pytestmark = pytest.mark.database  # the walk's world is built on APERTURE_TEST_DATABASE_URL when set
+
 CALLERS = ("anonymous", "member", "view-key")
 NOT_WALKED = re.compile(r"^(/v1/|/static|/api/v1/docs|/api/v1/openapi\.json)")
 REFUSED = {401, 403, 404, 422}
