@@ -522,6 +522,12 @@ class AccessService:
         return changed
 
     def _check_references(self, connection: Connection, principal: Principal) -> None:
+        if principal.organisation is not None and not principal.organisation.strip():
+            raise InvalidInput(
+                "the organisation is empty",
+                hint="name a recorded organisation (`aperture access add-organisation` records one), "
+                "or leave the field out",
+            )
         if principal.organisation and store.load_organisation(connection, principal.organisation) is None:
             raise NotFound(
                 f"no organisation {principal.organisation}",

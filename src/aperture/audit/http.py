@@ -106,6 +106,11 @@ def _head_out(head: SignedTreeHead) -> TreeHeadOut:
     return TreeHeadOut(**tree_head_json(head))
 
 
+# Leaf indexes and tree sizes are 64-bit signed integers in the database: a larger number is refused
+# as invalid input, not sent to it.
+MAX_INDEX = 2**63 - 1
+
+
 def build_router(services: Services) -> APIRouter:
     router = APIRouter(prefix="/audit", tags=["audit"])
     log = services.audit
@@ -114,7 +119,7 @@ def build_router(services: Services) -> APIRouter:
     def list_events(
         caller: Visitor,
         limit: int = Query(50, ge=1, le=MAX_PAGE),
-        before: int | None = Query(None, ge=0, description="Only events with a smaller leaf index."),
+        before: int | None = Query(None, ge=0, le=MAX_INDEX, description="Only events with a smaller leaf index."),
         action: str | None = Query(None, max_length=100, description="Only events with this action."),
         resource: str | None = Query(
             None, max_length=500, description="Only events whose (public) resource is this, e.g. model:NAME:VERSION."
@@ -129,7 +134,7 @@ def build_router(services: Services) -> APIRouter:
         )
 
     @router.get("/events/{leaf_index}", response_model=EventOut)
-    def get_event(caller: Visitor, leaf_index: int = Path(ge=0)) -> EventOut:
+    def get_event(caller: Visitor, leaf_index: int = Path(ge=0, le=MAX_INDEX)) -> EventOut:
         return EventOut(**services.audit_views.event(caller, leaf_index))
 
     @router.get("/tree-head", response_model=TreeHeadOut)
@@ -157,15 +162,15 @@ def build_router(services: Services) -> APIRouter:
     @router.get("/proofs/inclusion/{leaf_index}", response_model=InclusionProofOut)
     def inclusion_proof(
         caller: Visitor,
-        leaf_index: int = Path(ge=0),
-        tree_size: int | None = Query(None, ge=1, description="Default: the latest signed tree head."),
+        leaf_index: int = Path(ge=0, le=MAX_INDEX),
+        tree_size: int | None = Query(None, ge=1, le=MAX_INDEX, description="Default: the latest signed tree head."),
     ) -> InclusionProofOut:
         return InclusionProofOut(**services.audit_views.inclusion_proof(caller, leaf_index, tree_size).to_json())
 
     @router.get("/proofs/consistency", response_model=ConsistencyProofOut)
     def consistency_proof(
-        first: int = Query(..., ge=0),
-        second: int | None = Query(None, ge=0, description="Default: the latest signed tree head."),
+        first: int = Query(..., ge=0, le=MAX_INDEX),
+        second: int | None = Query(None, ge=0, le=MAX_INDEX, description="Default: the latest signed tree head."),
     ) -> ConsistencyProofOut:
         return ConsistencyProofOut(**log.consistency_proof(first, second).to_json())
 

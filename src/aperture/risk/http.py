@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, File, Form, UploadFile
+from fastapi import APIRouter, File, Form, Query, UploadFile
 
 from aperture.core.errors import InvalidInput, TooLarge
 from aperture.http_support import SignedIn
@@ -41,7 +41,12 @@ def build_router(services: Services) -> APIRouter:
         "/models/{name}/versions/{version}/risk-profile",
         summary="A version's risk profile: per domain and safeguard, evidence, headline with 95% CI, gaps",
     )
-    def get_profile(name: str, version: str, caller: SignedIn, profile_version: int | None = None) -> dict[str, Any]:
+    def get_profile(
+        name: str,
+        version: str,
+        caller: SignedIn,
+        profile_version: int | None = Query(None, ge=0, le=2**63 - 1, description="Default: the latest."),
+    ) -> dict[str, Any]:
         return risk.profile(f"{name}:{version}", profile_version, caller=caller)
 
     @router.get("/models/{name}/versions/{version}/assessment-runs", summary="Assessment runs of a version")
