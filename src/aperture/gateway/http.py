@@ -14,6 +14,7 @@ import contextlib
 import gc
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from datetime import datetime
@@ -416,8 +417,36 @@ def _openai_errors(handler: Handler) -> Handler:
     return wrapped
 
 
-def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}
+_SCHEMA_REF = "#/components/schemas/{model}"
+
+
+def _operation_extra(path: str, body: type[BaseModel] | None) -> dict[str, Any]:
+    """What the OpenAPI document cannot learn from a handler that takes the bare request: its path
+    parameters and its request body."""
+    extra: dict[str, Any] = {}
+    names = re.findall(r"{(\w+)}", path)
+    if names:
+        extra["parameters"] = [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}} for name in names
+        ]
+    if body is not None:
+        schema = {"$ref": _SCHEMA_REF.format(model=body.__name__)}
+        extra["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema}}}
+    return extra
+
+
+def openapi_schemas() -> dict[str, dict[str, Any]]:
+    """The `/v1` request bodies' JSON schemas, and those of the models they use, by name: for the
+    OpenAPI document's components (the handlers read their bodies themselves, so FastAPI does not
+    see these models; their operations refer to them as `#/components/schemas/<name>`)."""
+    schemas: dict[str, dict[str, Any]] = {}
+    for _, _, _, _, model in _ROUTES:
+        if model is None:
+            continue
+        schema = model.model_json_schema(ref_template=_SCHEMA_REF)
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
+    return schemas
 
 
 def openai_handlers(service: GatewayService, max_body_bytes: int) -> dict[str, Handler]:
@@ -520,7 +549,7 @@ def build_openai_router(service: GatewayService, max_body_bytes: int) -> APIRout
             handlers[name],
             methods=[method],
             summary=summary,
-            openapi_extra=None if body is None else _body_schema(body),
+            openapi_extra=_operation_extra(path, body),
         )
     return router
 

@@ -21,6 +21,7 @@ from aperture.core import db
 from aperture.core.errors import ApertureError
 from aperture.web import pages
 from aperture.web.metrics import AppMetrics
+from aperture.web.openapi import finish_document
 
 if TYPE_CHECKING:
     from aperture.bootstrap import Services
@@ -77,6 +78,15 @@ def create_app(services: Services) -> FastAPI:
         lifespan=lifespan,
     )
     app.middleware("http")(metrics.middleware)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            from aperture.gateway.http import openapi_schemas
+
+            app.openapi_schema = finish_document(FastAPI.openapi(app), openapi_schemas())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     # Module-level handlers find the services here (see aperture.http_support.Visitor/SignedIn).
     app.state.services = services
 
