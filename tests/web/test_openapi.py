@@ -92,6 +92,25 @@ def test_an_empty_organisation_is_refused_and_changes_nothing(instance: Instance
     assert "organisation is empty" in answer.json()["error"]["message"]
 
 
+def test_numbers_beyond_64_bits_are_refused_as_invalid_input(instance: Instance) -> None:
+    huge = 2**64
+    paths = (
+        f"/api/v1/audit/events/{huge}",
+        f"/api/v1/audit/events?before={huge}",
+        f"/api/v1/audit/proofs/inclusion/0?tree_size={huge}",
+        f"/api/v1/audit/proofs/inclusion/{huge}",
+        f"/api/v1/audit/proofs/consistency?first={huge}",
+        f"/api/v1/models/open-1b/versions/1.0/risk-profile?profile_version={huge}",
+    )
+    headers = {"Authorization": f"Bearer {instance.admin_key}"}
+    with running_server(create_app(instance.services)) as url:
+        for path in paths:
+            answer = requests.get(url + path, headers=headers, timeout=10)
+            assert answer.status_code == 422, (path, answer.text)
+            assert answer.json()["error"]["code"] == "invalid_input"
+            assert "less than or equal to" in answer.json()["error"]["message"]
+
+
 # --- the fuzz ----------------------------------------------------------------------------------
 
 
