@@ -1,4 +1,4 @@
-"""The one ASGI app: pages at /, the control-plane API at /api/v1, /healthz and /metrics.
+"""The one ASGI app: pages at /, the control-plane API at /api/v1 (docs at /api/v1/docs), /healthz and /metrics.
 
 `create_app(services)` is a factory: nothing is built at import time.
 """
@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from aperture import __version__
 from aperture.core import db
 from aperture.core.errors import ApertureError
-from aperture.web import pages
+from aperture.web import apidocs, pages
 from aperture.web.metrics import AppMetrics
 from aperture.web.openapi import finish_document
 
@@ -71,7 +71,8 @@ def create_app(services: Services) -> FastAPI:
         title="Aperture",
         version=__version__,
         description="Decide, enforce and audit how openly each AI model is released.",
-        docs_url=f"{API_PREFIX}/docs",
+        # The docs page is the app's own (aperture.web.apidocs), with its assets served from here.
+        docs_url=None,
         openapi_url=f"{API_PREFIX}/openapi.json",
         redoc_url=None,
         swagger_ui_oauth2_redirect_url=None,  # bearer API keys, no OAuth2 flow
@@ -138,6 +139,12 @@ def create_app(services: Services) -> FastAPI:
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     _mount_api(app, services)
+    apidocs.mount(
+        app,
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url=f"{API_PREFIX}/docs",
+        title=app.title,
+    )  # before pages: its /static/apidocs mount must come before their /static
     pages.mount(app, services)
     return app
 
