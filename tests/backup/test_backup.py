@@ -14,48 +14,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner, Result
 
-from aperture.access.domain import SYSTEM
 from aperture.backup.domain import MANIFEST_FILE, parse_manifest
 from aperture.bootstrap import Services, build_services
-from aperture.cli import app
-from aperture.cli_support import CliState
 from aperture.core.errors import UnsafeInput
-from tests.registry.builders import write_hf_directory
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 @pytest.fixture
-def filled(services: Services, tmp_path: Path) -> Services:
-    """An instance with a registered model version, some log events and a signed head."""
-    services.registry.register(SYSTEM, write_hf_directory(tmp_path / "hf", sharded=True), "m", "1")
-    services.registry.verify_version("m", "1")
-    attachments = services.settings.home / "raid" / "attachments"
-    attachments.mkdir(parents=True, exist_ok=True)
-    (attachments / "note.txt").write_text("an attachment\n")
-    services.audit.issue_tree_head()
-    return services
-
-
-@pytest.fixture
-def run(filled: Services) -> Iterator[object]:
-    states: list[CliState] = []
-
-    def invoke(*args: str) -> Result:
-        state = CliState(settings=filled.settings)
-        states.append(state)
-        return CliRunner().invoke(app, list(args), obj=state)
-
-    yield invoke
-    for state in states:
-        if state._services is not None:
-            state._services.close()
-
-
-def invoke_of(run: object) -> object:
-    return run
+def database_url() -> Iterator[str | None]:
+    """These tests run on SQLite whatever APERTURE_TEST_DATABASE_URL says (test_postgresql.py
+    covers PostgreSQL): restoring a PostgreSQL backup needs a database of its own."""
+    yield None
 
 
 def test_backup_then_restore_verifies_on_the_copy(filled: Services, run: object, tmp_path: Path) -> None:
