@@ -229,7 +229,8 @@ def _clear_interrupted(final: Path, progress: BackupProgress) -> None:
         if _pid_alive(found[1]):
             raise Conflict(
                 f"another process (pid {found[1]}) is writing {final} now ({entry.name})",
-                hint="wait for it to finish, or choose another destination",
+                hint=f"wait for it to finish or choose another destination (if no backup or restore runs, "
+                f"the pid was reused: remove {entry})",
             )
         shutil.rmtree(entry)
         progress.note(f"removed {entry}, left by an interrupted run (pid {found[1]})")
