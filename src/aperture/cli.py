@@ -89,6 +89,7 @@ def _mount() -> None:
     from aperture.access.cli import app as keys_app
     from aperture.audit.cli import app as audit_app
     from aperture.audit.cli import verify_release_command
+    from aperture.backup.cli import backup_command, restore_command
     from aperture.gateway.cli import app as gateway_app
     from aperture.licensing.cli import app as licensing_app
     from aperture.raid.cli import app as raid_app
@@ -115,6 +116,8 @@ def _mount() -> None:
     app.command()(serve)
     app.command()(demo)
     app.command("verify-release")(verify_release_command)
+    app.command("backup")(backup_command)
+    app.command("restore")(restore_command)
 
 
 _mount()

@@ -312,6 +312,10 @@ class AuditLog:
         with self.database.read() as connection:
             return store.tree_size(connection)
 
+    def tree_size_at(self, connection: Connection) -> int:
+        """The log's size as `connection` sees it (a backup's snapshot)."""
+        return store.tree_size(connection)
+
     def list_records(
         self, *, limit: int = 50, before: int | None = None, action: str | None = None, resource: str | None = None
     ) -> list[EventRecord]:

@@ -255,6 +255,24 @@ class VaultService:
     def reference(self, connection: Connection, owner: str, blobs: Sequence[StoredBlob], now: datetime) -> None:
         store.add_references(connection, owner, [(blob.digest, blob.size) for blob in blobs], now)
 
+    # --- backups --------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def backup_hold(self) -> Iterator[None]:
+        """Held while a backup reads the stores: the staging lock, shared, so a garbage collection
+        (which needs it exclusively) removes nothing while the backup copies; registrations go on."""
+        with self.artifacts.staging_lock():
+            yield
+
+    def stored_files(self) -> list[Path]:
+        """Every complete blob and sealed file (temporary files left out)."""
+        blobs = [path for _, path in stored_blobs(self.artifacts.root / "sha256")]
+        return blobs + [path for _, path in sealed_files(self.sealed_dir)]
+
+    def referenced_at(self, connection: Connection) -> tuple[set[str], set[str]]:
+        """(blob digests, sealed artifact ids) the rows `connection` sees reference."""
+        return store.all_referenced(connection), store.all_sealed_ids(connection)
+
     # --- signatures -----------------------------------------------------------------------
 
     def sign(self, model_name: str, entries: Sequence[tuple[str, str]], ignore_paths: Sequence[str]) -> SignedBundle:

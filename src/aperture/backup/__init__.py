@@ -1,0 +1,1 @@
+"""Backup and restore of a whole instance: the database snapshot, the stores, the keys apart."""
