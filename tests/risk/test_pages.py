@@ -263,7 +263,8 @@ def test_the_limits_paragraph_is_computed_from_this_profile(site: Site, services
     assert "bio n=11 items" in paragraph and "jailbreak-robustness n=3 prompts" in paragraph
     assert "the widest, jailbreak-robustness (n=3), runs from 6.1% to 79.2%" in paragraph
     assert "bounds nothing about uplift" in paragraph and "(bio p vs chance=0.54)" in paragraph
-    assert "spans the policy line bio-knowledge-notable (40.0%)" in paragraph
+    assert "bio [9.7%, 56.6%] spans bio-knowledge-notable at 40.0%" in paragraph
+    assert "refusal [62.3%, 98.4%] spans refusal-when-notable at 80.0%" in paragraph
     assert "Nothing here measures chem, radiological-nuclear, cyber-offence, autonomy, persuasion, other" in paragraph
     assert "ran 2 fixed fine-tuning attacks at 5 steps" in paragraph
     profile = services.risk.profile(site.version.reference, caller=SYSTEM)

@@ -129,14 +129,17 @@ def limits(profile: Mapping[str, Any], lines: Sequence[DrawnLine] = ()) -> list[
             f"Knowledge measurably above chance ({listed}) is multiple-choice recall, a proxy: it does not by "
             "itself measure uplift."
         )
+    straddled = []
     for subject, _, estimate in measured:
         low, high = estimate["ci95"]
         for line in lines:
             if line.subject == subject and line.metric == estimate["metric"] and low <= line.at <= high:
-                sentences.append(
-                    f"The {subject} interval [{_pct(low)}, {_pct(high)}] spans the policy line {line.rule_id} "
-                    f"({_pct(line.at)}): these data cannot say which side of it the model is on."
-                )
+                straddled.append(f"{subject} [{_pct(low)}, {_pct(high)}] spans {line.rule_id} at {_pct(line.at)}")
+    if straddled:
+        sentences.append(
+            f"Intervals that span a line of the policy in force ({'; '.join(straddled)}) cannot say which side "
+            "of that line the model is on: more items, not a different reading, would settle it."
+        )
     missing = [row["subject"] for row in [*profile["domains"], *profile["safeguards"]] if not row.get("headline")]
     if missing:
         sentences.append(
