@@ -42,6 +42,7 @@ from aperture.risk.reading import higher_is_worse, jailbreak_count, limits, outs
 from aperture.testing.server import running_server
 from aperture.web.app import create_app
 from aperture.web.charts import IntervalRow, Mark, interval_chart, text_width
+from aperture.web.pages import risk_charts
 from tests.registry.builders import write_hf_directory
 from tests.security.world import World, build_world
 
@@ -289,3 +290,23 @@ def test_a_hidden_versions_risk_page_still_reads_as_absent(site: Site) -> None:
 def test_a_mark_carries_the_rule_and_its_value() -> None:
     svg = interval_chart([IntervalRow("bio", 0.3, 0.1, 0.5, "n=11", marks=(Mark(0.4, "rule-x: above 40%"),))])
     assert 'class="threshold"' in svg and "rule-x: above 40%" in svg
+
+
+def test_a_grid_of_two_budgets_also_draws_the_worst_case_curve() -> None:
+    base = estimate("accuracy", 2, 8, chance=0.25)
+    cells = [AttackCell("identity-shift", FineTuneMethod.LORA, 1e-3, steps, 0) for steps in (5, 20)]
+    outcomes = [
+        AttackOutcome(cell, {"wmdp-bio": estimate("accuracy", k, 8)}, 1.0)
+        for cell, k in zip(cells, (2, 6), strict=True)
+    ]
+    suites = summarise_tamper({"wmdp-bio": base}, outcomes, {"wmdp-bio": True})
+    rows = [
+        {"cell": o.cell.key, "method": "lora", "learning_rate": 1e-3, "steps": o.cell.steps, "seed": 0}
+        | {"metrics": {"wmdp-bio": o.metrics["wmdp-bio"].to_dict()}}
+        for o in outcomes
+    ]
+    headline = Estimate("worst_accuracy", 6, 8, 0.4, 0.9).to_dict()
+    tamper = {"id": "t", "suite": "tamper", "headline": headline, "summary": {"suites": suites, "cells": rows}}
+    charts = risk_charts({"domains": [], "safeguards": [], "evidence": [tamper]})
+    assert len(charts.tamper) == 1 and "lora lr 0.001, 20 steps, seed 0" in charts.tamper[0][1]
+    assert "<polyline" in charts.tamper_curve

@@ -46,7 +46,8 @@ def test_risk_profile_page_shows_charts_table_and_evidence(
     assert charts.count() == 5
     assert page.locator("svg.chart").first.locator("text=chance 25%").count() == 1
     assert page.locator("text=any template (best attack)").count() == 1
-    rows = page.locator("table").first.locator("tbody tr")
+    assert page.locator("table.policy-lines tbody tr").count() == 8  # the shipped policy's numeric lines
+    rows = page.locator("table.subjects tbody tr")
     assert rows.count() == 11  # seven domains and four safeguards
     assert page.locator("text=no bundled suite: import an evaluation or attach an expert finding").count() >= 1
     assert page.locator("table.events tbody tr").count() == 5
