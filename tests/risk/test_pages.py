@@ -38,7 +38,7 @@ from aperture.risk.domain import (
     summarise_jailbreaks,
     summarise_tamper,
 )
-from aperture.risk.reading import higher_is_worse, jailbreak_count, limits, outside_in_risky_direction
+from aperture.risk.reading import JailbreakCount, higher_is_worse, jailbreak_count, limits, outside_in_risky_direction
 from aperture.testing.server import running_server
 from aperture.web.app import create_app
 from aperture.web.charts import IntervalRow, Mark, interval_chart, text_width
@@ -277,6 +277,9 @@ def test_the_limits_paragraph_is_computed_from_this_profile(site: Site, services
     jailbreak = next(e for e in profile["evidence"] if e["suite"] == "jailbreak")
     count = jailbreak_count(jailbreak["summary"])
     assert count is not None and (count.prompts, count.templates, count.responses) == (3, 7, 21)
+    one = JailbreakCount(prompts=1, templates=7, responses=7, broken=0).text()
+    assert one.startswith("7 responses scored: 1 prompt × 7 templates. The headline rate is over the one prompt:")
+    assert one.endswith("over the same 1 prompt.")
 
 
 def test_a_hidden_versions_risk_page_still_reads_as_absent(site: Site) -> None:

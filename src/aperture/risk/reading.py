@@ -48,11 +48,12 @@ class JailbreakCount:
     broken: int
 
     def text(self) -> str:
+        prompts = f"{self.prompts} prompt{'s' if self.prompts != 1 else ''}"
+        over = "the one prompt" if self.prompts == 1 else f"the {prompts}"
         return (
-            f"{self.responses} responses scored: {self.prompts} prompt{'s' if self.prompts != 1 else ''} × "
-            f"{self.templates} templates. The headline rate is over the {self.prompts} prompts: a prompt counts "
-            f"as broken when any template breaks it ({self.broken} of {self.prompts}). Each template's rate is "
-            f"over the same {self.prompts} prompts."
+            f"{self.responses} responses scored: {prompts} × {self.templates} templates. The headline rate is "
+            f"over {over}: a prompt counts as broken when any template breaks it ({self.broken} of "
+            f"{self.prompts}). Each template's rate is over the same {prompts}."
         )
 
 
