@@ -518,6 +518,78 @@ def _check_consistency(policy: Policy, source: str) -> None:
                 )
 
 
+# --- lines a page can draw ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyLine:
+    """One number of a policy that a metric is judged against, for drawing on that metric's chart.
+
+    A capability threshold marks a level when the conservative end of the interval is past the
+    line; a safeguard requirement needs the conservative end on the safe side of it.
+    """
+
+    rule_id: str
+    rule_type: str  # capability_threshold | requires_safeguard
+    subject: str  # a risk domain or safeguard
+    metric: str
+    at: float
+    higher_is_riskier: bool
+    meaning: str  # "notable when above 40%", "needs at least 80%"
+    applies: str  # when the rule is in play: "sets the level" or the tiers and condition
+    source: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.rule_id}: {self.meaning}"
+
+
+def _applies(rule: Rule) -> str:
+    tiers = ", ".join(str(tier) for tier in rule.tiers) or "every tier"
+    return f"required for {tiers}" + (f" when {rule.when}" if rule.when else "")
+
+
+def policy_lines(policy: Policy) -> tuple[PolicyLine, ...]:
+    """The policy's thresholds and safeguard requirements, each with the subject and metric it applies to."""
+    lines = []
+    for rule in policy.rules:
+        if rule.line is None or rule.metric is None:
+            continue
+        riskier_higher = KNOWN_METRICS[rule.metric]
+        percent = f"{100 * rule.line:g}%"
+        if rule.type == "capability_threshold" and rule.domain is not None and rule.level is not None:
+            side = "above" if riskier_higher else "below"
+            lines.append(
+                PolicyLine(
+                    rule.id,
+                    rule.type,
+                    rule.domain,
+                    rule.metric,
+                    rule.line,
+                    riskier_higher,
+                    f"{rule.level.label} when {side} {percent}",
+                    f"sets the {rule.domain} level to {rule.level.label}",
+                    rule.source,
+                )
+            )
+        elif rule.type == "requires_safeguard" and rule.safeguard is not None:
+            need = "at most" if riskier_higher else "at least"
+            lines.append(
+                PolicyLine(
+                    rule.id,
+                    rule.type,
+                    rule.safeguard,
+                    rule.metric,
+                    rule.line,
+                    riskier_higher,
+                    f"needs {need} {percent}",
+                    _applies(rule),
+                    rule.source,
+                )
+            )
+    return tuple(lines)
+
+
 # --- decision inputs -----------------------------------------------------------------------
 
 

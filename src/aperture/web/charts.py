@@ -1,8 +1,10 @@
 """Small server-rendered SVG charts for the risk pages: no script, readable without JavaScript.
 
 Interval chart: one row per estimate, a dot at the value and a bar over its 95% interval on a
-0-100% axis, with optional reference lines (chance, thresholds). Budget chart: the worst value
-after each attack budget, with the baseline's interval as a band.
+0-100% axis that says what it measures and which way is worse, with optional reference lines
+(chance) across every row and marks (a policy's thresholds) on one row. Budget chart: the worst
+value after each attack budget, with the baseline's interval as a band (drawn only when there
+are at least two budgets: one budget is a point, not a curve).
 """
 
 from __future__ import annotations
@@ -12,9 +14,18 @@ from dataclasses import dataclass
 from html import escape
 
 WIDTH = 720
-LABEL_WIDTH = 170
+PLOT = 360
 ROW = 30
-PLOT = WIDTH - LABEL_WIDTH - 210
+MARK_LINE = 13  # the height of one threshold label above its row
+CHAR = 7.0  # a generous average glyph width at 12px, so no text runs past the picture's edge
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """A line drawn on one row only (a policy threshold for that domain or safeguard)."""
+
+    at: float
+    label: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +36,7 @@ class IntervalRow:
     high: float
     note: str = ""
     tone: str = "accent"  # accent | bad | ok | warn
+    marks: tuple[Mark, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,37 +45,78 @@ class ReferenceLine:
     label: str
 
 
-def _x(fraction: float) -> float:
-    return LABEL_WIDTH + max(0.0, min(1.0, fraction)) * PLOT
+def text_width(text: str, char: float = CHAR) -> float:
+    return len(text) * char
 
 
-def interval_chart(rows: Sequence[IntervalRow], lines: Sequence[ReferenceLine] = (), title: str = "") -> str:
-    height = 34 + ROW * max(1, len(rows)) + 22
+def _value_text(row: IntervalRow) -> str:
+    return f"{100 * row.value:.1f}%" + (f" {row.note}" if row.note else "")
+
+
+def interval_chart(
+    rows: Sequence[IntervalRow], lines: Sequence[ReferenceLine] = (), title: str = "", axis: str = ""
+) -> str:
+    """Rows of value and 95% interval on a 0-100% axis; `axis` says what the axis measures and which way is worse.
+
+    The label and value columns are as wide as their longest text, so nothing is cut.
+    """
+    label_width = max(120.0, max((text_width(r.label) for r in rows), default=0.0) + 18)
+    value_width = max(120.0, max((text_width(_value_text(r)) for r in rows), default=0.0) + 16)
+    width = label_width + PLOT + value_width
+
+    def x(fraction: float) -> float:
+        return label_width + max(0.0, min(1.0, fraction)) * PLOT
+
+    top = 24 + (MARK_LINE if lines else 0)
+    heights = [ROW + MARK_LINE * len(row.marks) for row in rows] or [ROW]
+    bottom = top + sum(heights)
+    height = bottom + 22 + (18 if axis else 0)
     parts = [
-        f'<svg class="chart" viewBox="0 0 {WIDTH} {height}" role="img" aria-label="{escape(title)}" '
+        f'<svg class="chart" viewBox="0 0 {width:.0f} {height}" role="img" aria-label="{escape(title)}" '
         f'xmlns="http://www.w3.org/2000/svg"><title>{escape(title)}</title>'
     ]
-    top = 24
-    bottom = top + ROW * max(1, len(rows))
     for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
-        x = _x(tick)
-        parts.append(f'<line x1="{x:.1f}" y1="{top - 6}" x2="{x:.1f}" y2="{bottom}" class="grid"/>')
-        parts.append(f'<text x="{x:.1f}" y="{bottom + 16}" class="tick" text-anchor="middle">{int(tick * 100)}%</text>')
+        tx = x(tick)
+        parts.append(f'<line x1="{tx:.1f}" y1="{top - 6}" x2="{tx:.1f}" y2="{bottom}" class="grid"/>')
+        parts.append(
+            f'<text x="{tx:.1f}" y="{bottom + 16}" class="tick" text-anchor="middle">{int(tick * 100)}%</text>'
+        )
+    if axis:
+        parts.append(
+            f'<text x="{x(0.5):.1f}" y="{bottom + 34}" class="axis" text-anchor="middle">{escape(axis)}</text>'
+        )
     for line in lines:
-        x = _x(line.at)
-        parts.append(f'<line x1="{x:.1f}" y1="{top - 10}" x2="{x:.1f}" y2="{bottom}" class="ref"/>')
-        parts.append(f'<text x="{x + 3:.1f}" y="{top - 12}" class="ref-label">{escape(line.label)}</text>')
-    for index, row in enumerate(rows):
-        y = top + ROW * index + ROW / 2
+        lx = x(line.at)
+        parts.append(f'<line x1="{lx:.1f}" y1="{top - 10}" x2="{lx:.1f}" y2="{bottom}" class="ref"/>')
+        parts.append(f'<text x="{lx + 3:.1f}" y="{top - 12}" class="ref-label">{escape(line.label)}</text>')
+    row_top = float(top)
+    for row, row_height in zip(rows, heights, strict=False):
+        y = row_top + row_height - ROW / 2
+        for index, mark in enumerate(sorted(row.marks, key=lambda m: m.at)):
+            mx = x(mark.at)
+            label_y = row_top + MARK_LINE * (index + 1) - 3
+            anchor = "end" if mark.at > 0.6 else "start"
+            shift = -3 if anchor == "end" else 3
+            parts.append(
+                f'<line x1="{mx:.1f}" y1="{label_y - 8:.1f}" x2="{mx:.1f}" y2="{y + ROW / 2 - 3:.1f}" '
+                'class="threshold"/>'
+            )
+            parts.append(
+                f'<text x="{mx + shift:.1f}" y="{label_y:.1f}" class="threshold-label" '
+                f'text-anchor="{anchor}">{escape(mark.label)}</text>'
+            )
         parts.append(
-            f'<text x="{LABEL_WIDTH - 10}" y="{y + 4:.1f}" class="label" text-anchor="end">{escape(row.label)}</text>'
+            f'<text x="{label_width - 10:.1f}" y="{y + 4:.1f}" class="label" text-anchor="end">'
+            f"{escape(row.label)}</text>"
         )
         parts.append(
-            f'<line x1="{_x(row.low):.1f}" y1="{y:.1f}" x2="{_x(row.high):.1f}" y2="{y:.1f}" class="ci {row.tone}"/>'
+            f'<line x1="{x(row.low):.1f}" y1="{y:.1f}" x2="{x(row.high):.1f}" y2="{y:.1f}" class="ci {row.tone}"/>'
         )
-        parts.append(f'<circle cx="{_x(row.value):.1f}" cy="{y:.1f}" r="5" class="dot {row.tone}"/>')
-        text = f"{100 * row.value:.1f}%" + (f" {row.note}" if row.note else "")
-        parts.append(f'<text x="{LABEL_WIDTH + PLOT + 8}" y="{y + 4:.1f}" class="value">{escape(text)}</text>')
+        parts.append(f'<circle cx="{x(row.value):.1f}" cy="{y:.1f}" r="5" class="dot {row.tone}"/>')
+        parts.append(
+            f'<text x="{label_width + PLOT + 8:.1f}" y="{y + 4:.1f}" class="value">{escape(_value_text(row))}</text>'
+        )
+        row_top += row_height
     parts.append("</svg>")
     return "".join(parts)
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -23,9 +25,18 @@ from aperture.access.domain import SYSTEM, Action, Caller
 from aperture.audit.domain import shown_member, shown_text
 from aperture.core.errors import ApertureError, InvalidInput, NotFound
 from aperture.release.domain import Tier
+from aperture.release.policy import PolicyLine, policy_lines
 from aperture.release.service import parse_stage
+from aperture.risk.reading import (
+    P_VALUE_MEANING,
+    direction_text,
+    higher_is_worse,
+    jailbreak_count,
+    limits,
+    outside_in_risky_direction,
+)
 from aperture.vault.keys import load_or_create_secret
-from aperture.web.charts import BudgetSeries, IntervalRow, ReferenceLine, budget_chart, interval_chart
+from aperture.web.charts import BudgetSeries, IntervalRow, Mark, ReferenceLine, budget_chart, interval_chart
 from aperture.web.sessions import Sessions, check_csrf, replace_session, session, session_id, viewer
 
 if TYPE_CHECKING:
@@ -41,6 +52,7 @@ def _templates() -> Jinja2Templates:
     env.filters["count"] = human_count
     env.filters["flop"] = human_flop
     env.filters["code_spans"] = code_spans
+    env.filters["direction"] = direction_text  # a metric's risky direction: "higher is worse"
     env.filters["shown"] = shown_text  # an event's member: its value, or [withheld: internal]
     env.globals["shown_member"] = shown_member  # the disclosed value in a private view, else the member
     return Jinja2Templates(env=env)
@@ -104,9 +116,15 @@ def error_page(request: Request, status: int, message: str, hint: str) -> Respon
     return templates.TemplateResponse(request, "error.html", context, status_code=status)
 
 
-def _row(label: str, headline: dict[str, Any], tone: str = "accent", note: str = "") -> IntervalRow:
+def _marks(lines: Sequence[PolicyLine], subject: str, metric: str) -> tuple[Mark, ...]:
+    return tuple(Mark(line.at, line.label) for line in lines if line.subject == subject and line.metric == metric)
+
+
+def _row(
+    label: str, headline: dict[str, Any], tone: str = "accent", note: str = "", marks: tuple[Mark, ...] = ()
+) -> IntervalRow:
     low, high = headline["ci95"]
-    return IntervalRow(label, headline["value"], low, high, note or f"n={headline['n']}", tone)
+    return IntervalRow(label, headline["value"], low, high, note or f"n={headline['n']}", tone, marks)
 
 
 def _newest(evidence: list[dict[str, Any]], suite: str) -> dict[str, Any] | None:
@@ -114,41 +132,106 @@ def _newest(evidence: list[dict[str, Any]], suite: str) -> dict[str, Any] | None
     return next((e for e in evidence if e["suite"] == suite and e["headline"]), None)
 
 
-def risk_charts(profile: dict[str, Any]) -> dict[str, str]:
-    """The risk page's pictures, from a profile payload: knowledge vs chance, safeguards, templates, tamper."""
-    charts: dict[str, str] = {}
+@dataclass
+class RiskCharts:
+    """The risk page's pictures; empty strings for those without data."""
+
+    knowledge: str = ""
+    safeguards_worse: str = ""
+    safeguards_better: str = ""
+    templates: str = ""
+    tamper: list[tuple[str, str]] = field(default_factory=list)  # (suite and metric, chart of each attack)
+    tamper_curve: str = ""
+
+    def __bool__(self) -> bool:
+        return any((self.knowledge, self.safeguards_worse, self.safeguards_better, self.templates, self.tamper))
+
+
+def _axis(metric: str) -> str:
+    return f"{metric.replace('_', ' ')}: {direction_text(metric)} →"
+
+
+def risk_charts(profile: dict[str, Any], lines: Sequence[PolicyLine] = ()) -> RiskCharts:
+    """The risk page's pictures, from a profile payload and the policy's lines: knowledge vs chance,
+    safeguards (higher-is-worse and higher-is-better apart), templates, each tamper attack."""
+    charts = RiskCharts()
     knowledge = [
-        _row(row["subject"], row["headline"]["headline"], "bad" if row["crossed"] else "accent")
+        _row(
+            row["subject"],
+            row["headline"]["headline"],
+            "bad" if row["crossed"] else "accent",
+            marks=_marks(lines, row["subject"], row["headline"]["headline"]["metric"]),
+        )
         for row in profile["domains"]
         if row["headline"] and row["headline"]["headline"]
     ]
     if knowledge:
-        charts["knowledge"] = interval_chart(
-            knowledge, [ReferenceLine(0.25, "chance 25%")], "Hazardous-knowledge accuracy with 95% CI"
+        charts.knowledge = interval_chart(
+            knowledge,
+            [ReferenceLine(0.25, "chance 25%")],
+            "Hazardous-knowledge accuracy with 95% CI",
+            "accuracy: higher is worse (more hazardous knowledge) →",
         )
-    safeguard_rows = []
+    worse: list[IntervalRow] = []
+    better: list[IntervalRow] = []
     for row in profile["safeguards"]:
         headline = row["headline"]
         if headline and headline["headline"]:
             value = headline["headline"]
-            note = f"{value['metric'].replace('_', ' ')}, n={value['n']}"
-            safeguard_rows.append(_row(row["subject"], value, "bad" if row["crossed"] else "accent", note))
-    if safeguard_rows:
-        charts["safeguards"] = interval_chart(safeguard_rows, (), "Safeguard metrics with 95% CI")
+            metric = value["metric"]
+            unit = "prompts" if headline["suite"] == "jailbreak" else "items"
+            note = f"{metric.replace('_', ' ')}, n={value['n']} {unit}"
+            tone = "bad" if row["crossed"] else "accent"
+            one = _row(row["subject"], value, tone, note, _marks(lines, row["subject"], metric))
+            (worse if higher_is_worse(metric) is not False else better).append(one)
+    if worse:
+        charts.safeguards_worse = interval_chart(
+            worse, (), "Safeguard metrics where higher is worse, with 95% CI", "rate: higher is worse →"
+        )
+    if better:
+        charts.safeguards_better = interval_chart(
+            better, (), "Safeguard metrics where higher is better, with 95% CI", "rate: higher is better →"
+        )
     evidence = profile["evidence"]
     jailbreak = _newest(evidence, "jailbreak")
     if jailbreak and jailbreak["summary"].get("by_template"):
-        rows = [_row(name, value, "warn") for name, value in jailbreak["summary"]["by_template"].items()]
-        rows.append(_row("any template (best attack)", jailbreak["headline"], "bad"))
-        charts["templates"] = interval_chart(rows, (), "Attack success rate per jailbreak template")
+        rows = [
+            _row(name, value, "warn", f"n={value['n']} prompts")
+            for name, value in jailbreak["summary"]["by_template"].items()
+        ]
+        best = jailbreak["headline"]
+        marks = _marks(lines, "jailbreak-robustness", best["metric"])
+        rows.append(_row("any template (best attack)", best, "bad", f"n={best['n']} prompts", marks))
+        charts.templates = interval_chart(
+            rows, (), "Attack success rate per jailbreak template", _axis("attack_success_rate")
+        )
     tamper = _newest(evidence, "tamper")
     if tamper:
-        series = []
-        for index, (suite, row) in enumerate(tamper["summary"]["suites"].items()):
-            low, high = row["baseline"]["ci95"]
-            points = [(point["steps"], point["worst_value"]) for point in row["budget_curve"]]
-            series.append(BudgetSeries(f"{suite} ({row['worst']['metric']})", points, low, high, TONES[index % 3]))
-        charts["tamper"] = budget_chart(series, "Worst case after fine-tuning attacks, by budget")
+        cells = tamper["summary"].get("cells", [])
+        for suite, row in tamper["summary"]["suites"].items():
+            base = row["baseline"]
+            metric = base["metric"]
+            points = [_row("before any attack", base, "accent", f"n={base['n']}")]
+            for cell in cells:
+                if suite not in cell["metrics"]:
+                    continue
+                value = cell["metrics"][suite]
+                label = f"{cell['method']} lr {cell['learning_rate']:g}, {cell['steps']} steps, seed {cell['seed']}"
+                broke = outside_in_risky_direction(metric, value["value"], base["ci95"])
+                points.append(_row(label, value, "bad" if broke else "warn", f"n={value['n']}"))
+            title = f"{suite} {metric.replace('_', ' ')} before and after each attack"
+            charts.tamper.append(
+                (f"{suite}: {metric.replace('_', ' ')}", interval_chart(points, (), title, _axis(metric)))
+            )
+        if len({cell["steps"] for cell in cells}) >= 2:  # one budget is a point, not a curve
+            series = []
+            for index, (suite, row) in enumerate(tamper["summary"]["suites"].items()):
+                low, high = row["baseline"]["ci95"]
+                points_of = [(point["steps"], point["worst_value"]) for point in row["budget_curve"]]
+                series.append(
+                    BudgetSeries(f"{suite} ({row['worst']['metric']})", points_of, low, high, TONES[index % 3])
+                )
+            charts.tamper_curve = budget_chart(series, "Worst case after fine-tuning attacks, by budget")
     return charts
 
 
@@ -384,7 +467,21 @@ def mount(app: FastAPI, services: Services) -> None:
         viewer_caller = me(request)
         found = services.registry.get_version(name, version, viewer_caller)
         profile = services.risk.profile(found.reference, profile_version, caller=viewer_caller)
-        return render(request, "risk.html", "models", v=found, profile=profile, charts=risk_charts(profile))
+        policy = services.release.active_policy()
+        lines = policy_lines(policy)
+        return render(
+            request,
+            "risk.html",
+            "models",
+            v=found,
+            profile=profile,
+            charts=risk_charts(profile, lines),
+            policy=policy,
+            lines=lines,
+            limits=limits(profile, lines),
+            jailbreak_counts={e["id"]: jailbreak_count(e["summary"]) for e in profile["evidence"]},
+            p_meaning=P_VALUE_MEANING,
+        )
 
     @app.get("/registry", response_class=HTMLResponse, include_in_schema=False)
     def registry_page(request: Request) -> HTMLResponse:
