@@ -5,6 +5,8 @@ absent)."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import uuid
 from collections.abc import Iterator
@@ -88,6 +90,48 @@ def test_a_public_report_gets_a_receipt_to_follow_up_and_add_information(site: S
         assert "me@example.org" not in item.text  # the contact stays in the store
         titles = [i["title"] for i in ana.get(f"{API}/incidents").json()["items"]]
         assert titles.count("The model gives dosing advice") == 1  # the robot's report was not kept
+
+
+def file(name: str, data: bytes) -> dict[str, str]:
+    return {"name": name, "content_base64": base64.b64encode(data).decode()}
+
+
+def test_attachments_go_with_a_report_and_its_information_and_come_back_only_as_downloads(site: Site) -> None:
+    note = b"<script>alert(1)</script> the transcript"
+    with site.client("public") as public:
+        answer = public.post(f"{API}/reports", json=report_body(attachments=[file("../../etc/chat.txt", note)]))
+        assert answer.status_code == 201, answer.text
+        receipt, incident_id = answer.json()["receipt"], answer.json()["incident_id"]
+        image = b"\x89PNG\r\n\x1a\n" + b"\0" * 32
+        added = public.post(f"{API}/reports/{receipt}/information", json={"attachments": [file("shot.png", image)]})
+        assert added.status_code == 201, added.text
+        assert [(a["name"], a["media_type"]) for a in added.json()["attachments"]] == [
+            ("chat.txt", "text/plain"),
+            ("shot.png", "image/png"),
+        ]
+        refused = [
+            public.post(f"{API}/reports", json=report_body(attachments=[file("a.txt", b"x")] * 6)),
+            public.post(f"{API}/reports", json=report_body(attachments=[{"name": "a", "content_base64": "%%%"}])),
+            public.post(f"{API}/reports", json=report_body(attachments=[file("run", b"\x7fELF" + b"\0" * 60)])),
+        ]
+        assert [r.status_code for r in refused] == [422, 422, 422], [r.text for r in refused]
+        assert "base64" in error_of(refused[1])["message"]
+        error_of(refused[2])
+    digest = hashlib.sha256(note).hexdigest()
+    with site.client("ana") as ana:
+        item = ana.get(f"{API}/incidents/{incident_id}").json()
+        assert [a["sha256"] for a in item["attachments"]][:1] == [digest]
+        download = ana.get(f"{API}/incidents/{incident_id}/attachments/{digest}")
+        assert download.status_code == 200
+        assert download.content == note
+        assert download.headers["content-type"] == "application/octet-stream"
+        assert download.headers["content-disposition"] == 'attachment; filename="chat.txt"'
+        assert download.headers["x-content-type-options"] == "nosniff"
+        assert ana.get(f"{API}/incidents/{incident_id}/attachments/{'0' * 64}").status_code == 404
+        assert ana.get(f"{API}/incidents/{incident_id}/attachments/../../x").status_code in (404, 422)
+        assert ana.get(f"{API}/incidents/{incident_id}/attachments/{'z' * 64}").status_code == 422
+        titles = [i["title"] for i in ana.get(f"{API}/incidents").json()["items"]]
+        assert titles.count("The model gives dosing advice") == 1  # the refused reports left nothing
 
 
 def test_oversized_or_unknown_fields_are_refused_with_the_error_shape_and_write_nothing(site: Site) -> None:
@@ -187,6 +231,9 @@ def test_a_red_item_is_invisible_to_anyone_not_named_and_hidden_reads_as_absent(
             assert sum(counts.values()) == queue.json()["total"]
             for path in (f"/incidents/{red}/obligations", f"/incidents/{missing}/obligations"):
                 assert RED_TITLE not in client.get(f"{API}{path}").text
+            download = [client.get(f"{API}/incidents/{i}/attachments/{'0' * 64}") for i in (red, missing)]
+            assert download[0].status_code == download[1].status_code == 404
+            assert download[0].text.replace(red, "ID") == download[1].text.replace(missing, "ID")
             for target in (red, missing):  # changing it reads the same too
                 change = client.post(f"{API}/incidents/{target}/moves", json={"move": "decline", "reason": "x"})
                 assert RED_TITLE not in change.text

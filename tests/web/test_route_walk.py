@@ -221,6 +221,7 @@ ROUTES: dict[str, Fill] = {
     f"GET {V}/raid/counts": Fill(),
     f"GET {V}/raid/incidents/{{incident_id}}": Fill(),
     f"GET {V}/raid/incidents/{{incident_id}}/obligations": Fill(),
+    f"GET {V}/raid/incidents/{{incident_id}}/attachments/{{sha256}}": Fill(fixed={"sha256": "0" * 64}),
     f"GET {V}/raid/due": Fill(),
     f"GET {V}/raid/export.stix": Fill(),
     f"POST {V}/raid/incidents/{{incident_id}}/assessment": Fill(json={"severity": "incident"}),

@@ -8,19 +8,27 @@ recipients named, the clearance of the versions an item concerns, the desk's rol
 the RAID service through the access service. An item the caller may not see answers exactly like
 one that does not exist.
 
+The request models are built per instance, with its attachment bounds, inside `build_router`; so
+annotations here are evaluated when defined (no `from __future__ import annotations`), which lets
+FastAPI see those models.
+
 No per-address rate limit yet: the intake use case has no limiter hook (see docs/raid.md).
 """
 
-from __future__ import annotations
-
+import base64
+import binascii
+import re
+from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Self
 
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from aperture.core.errors import InvalidInput
 from aperture.http_support import SignedIn, Visitor
+from aperture.raid.checks import RECEIPT_PATTERN
 from aperture.raid.clocks import Party, Tracked
 from aperture.raid.domain import (
     MAX_BINDINGS,
@@ -38,7 +46,7 @@ from aperture.raid.domain import (
     TimelineEvent,
 )
 from aperture.raid.serious import CausalLink, Harm, Regime
-from aperture.raid.service import Filter, Receipt, ReporterView, Submission
+from aperture.raid.service import MAX_PAGE, Attachment, Filter, Receipt, ReporterView, Submission
 from aperture.raid.store import AttachmentRecord
 from aperture.raid.taxonomy import Sector, Severity
 from aperture.raid.tlp import parse_tlp
@@ -47,21 +55,23 @@ from aperture.risk.domain import RiskDomain
 if TYPE_CHECKING:
     from aperture.bootstrap import Services
 
-MAX_PAGE = 500  # the desk's own bound on one page of the queue
 MAX_OFFSET = 1_000_000
 MAX_FILTER_VALUES = 20
 MAX_SEARCH = 200
 MAX_REF = 63  # principals and organisations (`raid.checks.REF_PATTERN`)
 MAX_MODEL_REF = 200  # NAME:VERSION or a version id, as intake reads them
 MAX_DUE_HOURS = 24 * 366
-RECEIPT = r"^rct_[A-Za-z0-9_-]{43}$"  # `raid.checks.RECEIPT_PATTERN`
+MAX_FILE_NAME = 255
 UUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 STIX_MEDIA = "application/stix+json;version=2.1"
 
 Ref = Annotated[str, Field(min_length=1, max_length=MAX_REF)]
 ModelRef = Annotated[str, Field(min_length=1, max_length=MAX_MODEL_REF)]
 IncidentId = Annotated[str, Path(pattern=UUID, description="The item's id (a UUID).")]
-ReceiptPath = Annotated[str, Path(pattern=RECEIPT, description="The rct_... receipt given when reporting.")]
+Digest = Annotated[str, Path(pattern=r"^[0-9a-fA-F]{64}$", description="The attachment's SHA-256.")]
+ReceiptPath = Annotated[
+    str, Path(pattern=RECEIPT_PATTERN.pattern, description="The rct_... receipt given when reporting.")
+]
 
 
 # --- requests ------------------------------------------------------------------------------------
@@ -71,7 +81,30 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class ReportIn(Strict):
+class AttachmentFields(Strict):
+    name: str = Field(min_length=1, max_length=MAX_FILE_NAME, description="The file's name (shown, never a path).")
+    content_base64: str = Field(min_length=1, description="The file's bytes in base64.")  # bounded per instance
+
+
+def decoded(files: Sequence[AttachmentFields]) -> tuple[Attachment, ...]:
+    """The attachments' bytes, from strict base64 (the service checks their number, size and kind)."""
+    found = []
+    for index, file in enumerate(files):
+        try:
+            data = base64.b64decode(file.content_base64, validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidInput(
+                f"attachments.{index}.content_base64 is not base64", hint="send the file's bytes in standard base64"
+            ) from None
+        found.append(Attachment(file.name, data))
+    return tuple(found)
+
+
+def base64_length(size: int) -> int:
+    return 4 * ((size + 2) // 3)
+
+
+class ReportFields(Strict):
     title: str = Field(min_length=1, max_length=MAX_TITLE)
     description: str = Field(min_length=1, max_length=MAX_TEXT, description="What happened.")
     tlp: str = Field("TLP:AMBER+STRICT", max_length=20, description="The TLP 2.0 label, e.g. TLP:AMBER+STRICT.")
@@ -90,8 +123,8 @@ class ReportIn(Strict):
     website: str = Field("", max_length=200, description="Leave empty.")  # the honeypot
 
 
-class InformationIn(Strict):
-    text: str = Field(min_length=1, max_length=MAX_TEXT, description="What you learned since.")
+class InformationFields(Strict):
+    text: str = Field("", max_length=MAX_TEXT, description="What you learned since (may be empty with files).")
     website: str = Field("", max_length=200, description="Leave empty.")  # the honeypot
 
 
@@ -129,7 +162,7 @@ class ReceiptOut(BaseModel):
     follow_up: str = Field(description="Where to follow up with the receipt.")
 
     @classmethod
-    def of(cls, receipt: Receipt) -> ReceiptOut:
+    def of(cls, receipt: Receipt) -> Self:
         return cls(
             incident_id=receipt.incident_id,
             receipt=receipt.receipt,
@@ -159,7 +192,7 @@ class ReporterViewOut(BaseModel):
     attachments: list[AttachmentOut]
 
     @classmethod
-    def of(cls, view: ReporterView) -> ReporterViewOut:
+    def of(cls, view: ReporterView) -> Self:
         return cls(
             incident_id=view.incident_id,
             title=view.title,
@@ -204,7 +237,7 @@ class IncidentOut(BaseModel):
     evidence: dict[str, Any]
 
     @classmethod
-    def of(cls, incident: Incident) -> IncidentOut:
+    def of(cls, incident: Incident) -> Self:
         return cls(
             id=incident.id,
             source={"kind": incident.source.kind.value, "id": incident.source.id},
@@ -245,7 +278,7 @@ class EventOut(BaseModel):
     details: dict[str, Any]
 
     @classmethod
-    def of(cls, event: TimelineEvent) -> EventOut:
+    def of(cls, event: TimelineEvent) -> Self:
         return cls(at=event.at, actor=event.actor, kind=event.kind, details=event.details)
 
 
@@ -253,7 +286,7 @@ class ItemAttachmentOut(AttachmentOut):
     added_by: str
 
     @classmethod
-    def of(cls, record: AttachmentRecord) -> ItemAttachmentOut:
+    def of(cls, record: AttachmentRecord) -> Self:
         return cls(
             sha256=record.sha256,
             name=record.name,
@@ -292,7 +325,7 @@ class ObligationOut(BaseModel):
     overdue: bool
 
     @classmethod
-    def of(cls, tracked: Tracked, overdue: bool) -> ObligationOut:
+    def of(cls, tracked: Tracked, overdue: bool) -> Self:
         o = tracked.obligation
         return cls(
             id=tracked.id,
@@ -348,9 +381,23 @@ AssigneeQuery = Annotated[str | None, Query(min_length=1, max_length=MAX_REF)]
 VersionQuery = Annotated[str | None, Query(pattern=UUID, description="Items bound to this model version id.")]
 
 
-def build_router(services: Services) -> APIRouter:
+def build_router(services: "Services") -> APIRouter:
     router = APIRouter(prefix="/raid", tags=["RAID desk"])
     raid = services.raid
+    limits = raid.context.config  # the instance's attachment bounds (APERTURE_RAID_MAX_ATTACHMENT*)
+
+    class AttachmentIn(AttachmentFields):
+        content_base64: str = Field(
+            min_length=1,
+            max_length=base64_length(limits.max_attachment_bytes),
+            description=f"The file's bytes in base64 (at most {limits.max_attachment_bytes} bytes).",
+        )
+
+    class ReportIn(ReportFields):
+        attachments: list[AttachmentIn] = Field(default_factory=list, max_length=limits.max_attachments)
+
+    class InformationIn(InformationFields):
+        attachments: list[AttachmentIn] = Field(default_factory=list, max_length=limits.max_attachments)
 
     # --- reporters: no key needed ---------------------------------------------------------------
 
@@ -372,6 +419,7 @@ def build_router(services: Services) -> APIRouter:
             occurred_from=body.occurred_from,
             occurred_until=body.occurred_until,
             reporter_aware_at=body.reporter_aware_at,
+            attachments=decoded(body.attachments),
         )
         return ReceiptOut.of(raid.intake.report(caller, submission, honeypot=body.website))
 
@@ -383,7 +431,8 @@ def build_router(services: Services) -> APIRouter:
         "/reports/{receipt}/information", summary="Add information to a report with its receipt", status_code=201
     )
     def add_information(receipt: ReceiptPath, body: InformationIn) -> ReporterViewOut:
-        return ReporterViewOut.of(raid.intake.add_information(receipt, body.text, honeypot=body.website))
+        view = raid.intake.add_information(receipt, body.text, decoded(body.attachments), honeypot=body.website)
+        return ReporterViewOut.of(view)
 
     # --- reading items: each caller sees what the TLP rule lets them (the public: TLP:CLEAR) ----------
 
@@ -417,6 +466,25 @@ def build_router(services: Services) -> APIRouter:
             **IncidentOut.of(found).model_dump(),
             attachments=[ItemAttachmentOut.of(f) for f in files],
             timeline=[EventOut.of(e) for e in events],
+        )
+
+    @router.get(
+        "/incidents/{incident_id}/attachments/{sha256}",
+        summary="Download one of an item's attachments (always as a download, never shown inline)",
+        response_class=Response,
+        responses={200: {"content": {"application/octet-stream": {}}}},
+    )
+    def attachment(incident_id: IncidentId, sha256: Digest, caller: Visitor) -> Response:
+        record, data = raid.desk.attachment(caller, incident_id, sha256.lower())
+        filename = re.sub(r"[^A-Za-z0-9._-]", "_", record.name)[:100] or "attachment"
+        return Response(
+            data,
+            media_type="application/octet-stream",
+            headers={
+                "Content-Disposition": f'attachment; filename="{filename}"',
+                "X-Content-Type-Options": "nosniff",
+                "Content-Security-Policy": "sandbox",
+            },
         )
 
     # --- the desk: signed in ---------------------------------------------------------------------
