@@ -163,7 +163,16 @@ def test_oversized_or_unknown_fields_are_refused_with_the_error_shape_and_write_
         assert too_long.status_code == 422
     with site.client("ana") as ana:
         assert ana.get(f"{API}/incidents").json()["total"] == before
-        for params in ({"limit": "0"}, {"limit": "501"}, {"offset": "-1"}, {"status": "lost"}, {"search": "x" * 201}):
+        for params in (
+            {"limit": "0"},
+            {"limit": "501"},
+            {"offset": "-1"},
+            {"status": "lost"},
+            {"status": ["new"] * 21},
+            {"tlp": "x" * 21},
+            {"search": "x" * 201},
+            {"version": "not-a-version-id"},
+        ):
             answer = ana.get(f"{API}/incidents", params=params)
             assert answer.status_code == 422, (params, answer.text)
             error_of(answer)
