@@ -78,6 +78,7 @@ def _suspect_weights() -> dict[str, tuple[str, bytes]]:
 V = "/api/v1"
 VERSION = f"{V}/models/{{name}}/versions/{{version}}"
 REASON = {"reason": "walk"}
+RECEIPT = "rct_" + "A" * 43  # a well-formed receipt nobody was given
 APPLICATION = {
     "model": "{reference}",
     "intended_use": "walk",
@@ -212,6 +213,20 @@ ROUTES: dict[str, Fill] = {
     f"POST {V}/licensing/diffusions": Fill(
         json={"model": "{reference}", "target": "open", "decision_id": "{proposal_id}", "reason": "walk"}
     ),
+    # --- RAID desk
+    f"POST {V}/raid/reports": Fill(json={"title": "walk", "description": "walk"}),
+    f"GET {V}/raid/reports/{{receipt}}": Fill(fixed={"receipt": RECEIPT}),
+    f"POST {V}/raid/reports/{{receipt}}/information": Fill(fixed={"receipt": RECEIPT}, json={"text": "walk"}),
+    f"GET {V}/raid/incidents": Fill(params={"limit": "500"}),
+    f"GET {V}/raid/counts": Fill(),
+    f"GET {V}/raid/incidents/{{incident_id}}": Fill(),
+    f"GET {V}/raid/incidents/{{incident_id}}/obligations": Fill(),
+    f"GET {V}/raid/incidents/{{incident_id}}/attachments/{{sha256}}": Fill(fixed={"sha256": "0" * 64}),
+    f"GET {V}/raid/due": Fill(),
+    f"GET {V}/raid/export.stix": Fill(),
+    f"POST {V}/raid/incidents/{{incident_id}}/assessment": Fill(json={"severity": "incident"}),
+    f"POST {V}/raid/incidents/{{incident_id}}/moves": Fill(json={"move": "decline", "reason": "walk"}),
+    f"POST {V}/raid/incidents/{{incident_id}}/assignee": Fill(json={"analyst": "alice"}),
     # --- pages
     "GET /": Fill(),
     "GET /login": Fill(),
@@ -301,6 +316,7 @@ def _subjects(world: WalkWorld) -> tuple[list[dict[str, str]], dict[str, str]]:
         "proposal_id": ids["proposal"],
         "alert_id": ids["alert"],
         "request_id": ids["request"],
+        "incident_id": ids["raid_red"],
     }
     licensed = version(LICENSED, ids["licensed_id"]) | {
         "application_id": ids["application"],
@@ -324,6 +340,7 @@ def _subjects(world: WalkWorld) -> tuple[list[dict[str, str]], dict[str, str]]:
         "licence_id": str(uuid.uuid4()),
         "copy_id": str(uuid.uuid4()),
         "copy_token": "dlt_" + secrets.token_urlsafe(32),
+        "incident_id": str(uuid.uuid4()),
     }
     return subjects, absent
 

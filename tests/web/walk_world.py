@@ -1,8 +1,9 @@
 """The whole-route walk's institution: SL1, SL3 and SL4 versions, a canary, a licensed-tier
 version with a licence and a marked copy, a release decision on the SL4 version (rationale and
 votes), a finding and an interrupted run on it, an approved grant with a download token, an alert,
-a key request, and the walkers: a low-clearance member (SL1, with a key and a password) and a
-`view`-scoped key of hers. Built from the licensing tests' world (tests/licensing/world.py)."""
+a key request, a TLP:RED RAID item about the SL4 version named to someone else, and the walkers: a
+low-clearance member (SL1, with a key and a password) and a `view`-scoped key of hers. Built from
+the licensing tests' world (tests/licensing/world.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from typing import Any
 
 from aperture.access.domain import SYSTEM, Action, Caller, PrincipalKind, Role, SecurityLevel, Vetting
 from aperture.bootstrap import Services
+from aperture.raid.domain import Binding, BindingKind, Detection, IntakeItem, Source, SourceKind
+from aperture.raid.tlp import Audience, Tlp
 from aperture.release.domain import Tier
 from aperture.risk import store as risk_store
 from aperture.risk.domain import RiskDomain
@@ -29,6 +32,7 @@ SL4, SL3, CANARY = "frontier-7b:1.0", "midsize-3b:1.0", "decoy-13b:1.0"
 RATIONALE = "RATIONALE-c0ffee: secured until the uplift study reports"
 VOTE = "VOTE-REASON-c0ffee: the uplift numbers are too high"
 FINDING = "FINDING-c0ffee uplift study"
+RAID_RED = "RAID-RED-c0ffee: the frontier model's weights were seen outside"
 SECRETS = (
     "frontier-7b",
     "midsize-3b",
@@ -37,6 +41,7 @@ SECRETS = (
     "RATIONALE-c0ffee",
     "VOTE-REASON-c0ffee",
     "FINDING-c0ffee",
+    "RAID-RED-c0ffee",
 )
 
 
@@ -110,6 +115,18 @@ def build_walk_world(services: Services, tmp_path: Path, clock: SteppingClock, a
     registry.get_version("decoy-13b", "1.0", licensing.caller("alice"))
     alert = security.alerts(licensing.caller("sam"))[0]
     request = access.request_key(SYSTEM, name="pending", principal="alice", roles=(Role.RESEARCHER,))
+    # A TLP:RED RAID item about the SL4 version, named to alice only.
+    red = IntakeItem(
+        source=Source(SourceKind.SECURITY_ALERT, "walk-red"),
+        title=RAID_RED,
+        summary=RAID_RED,
+        tlp=Tlp.RED,
+        aware_at=services.clock.now(),
+        detection=Detection.AUTOMATED_TOOL,
+        bindings=(Binding(BindingKind.MODEL_VERSION, sl4.id),),
+        audience=Audience(frozenset({"alice"})),
+    )
+    (raid_red,) = services.raid.intake.take_alerts(SYSTEM, [red]).taken
     # A licence on the licensed-tier version, with a marked copy and a download token for it.
     licence = licensed(licensing)
     copy = services.licensing.issue_copy(licensing.caller("olive"), licence.id)
@@ -130,5 +147,6 @@ def build_walk_world(services: Services, tmp_path: Path, clock: SteppingClock, a
         "licensed_id": licensing.version.id,
         "open_id": open_version.id,
         "copy_token": copy_token.token,
+        "raid_red": raid_red,
     }
     return world

@@ -17,7 +17,7 @@ from aperture.core.clock import Clock
 from aperture.core.db import Database
 from aperture.raid._context import AttachmentFiles, Context
 from aperture.raid._delivery import DeliveryReport, Outbox
-from aperture.raid._desk import Desk, Page
+from aperture.raid._desk import MAX_PAGE, Desk, Page
 from aperture.raid._disclosure import Disclosure
 from aperture.raid._intake import (
     Attachment,
@@ -35,6 +35,7 @@ from aperture.raid.store import Filter
 from aperture.registry.service import RegistryService
 
 __all__ = [
+    "MAX_PAGE",
     "Attachment",
     "AttachmentInfo",
     "DeliveryReport",

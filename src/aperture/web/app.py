@@ -167,6 +167,7 @@ def _mount_api(app: FastAPI, services: Services) -> None:
         "aperture.release.http",
         "aperture.gateway.http",
         "aperture.licensing.http",
+        "aperture.raid.http",
     ):
         module = __import__(module_name, fromlist=["build_router"])
         app.include_router(module.build_router(services), prefix=API_PREFIX)
