@@ -86,6 +86,11 @@ class Settings(BaseSettings):
         "unset keeps them in process.",
     )
     redis_prefix: str = Field(default="aperture:", description="Prefix of every Redis key this instance writes.")
+    api_max_body_bytes: int = Field(
+        default=96 * 1024 * 1024,
+        ge=64 * 1024,
+        description="Largest request body the API and pages read (larger: 413); the gateway has its own.",
+    )
     gateway_max_body_bytes: int = Field(
         default=1024 * 1024, ge=1024, description="Largest request body the gateway reads (larger: 413)."
     )

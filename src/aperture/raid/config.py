@@ -36,3 +36,10 @@ class RaidConfig:
     outbox_backoff_s: float
     outbox_lease_s: float
     smtp: SmtpConfig | None  # None: messages wait in the outbox until SMTP is configured
+
+    @property
+    def report_body_bytes(self) -> int:
+        """The largest body a report (or its follow-up) can need: its attachments in base64
+        inside JSON, and a mebibyte for its text; larger is refused before it is read."""
+        per_attachment = 4 * ((self.max_attachment_bytes + 2) // 3) + 1024
+        return self.max_attachments * per_attachment + 1024**2

@@ -428,7 +428,9 @@ def build_router(services: "Services") -> APIRouter:
         return ReporterViewOut.of(raid.intake.follow_up(receipt))
 
     @router.post(
-        "/reports/{receipt}/information", summary="Add information to a report with its receipt", status_code=201
+        "/reports/{receipt}/information",
+        summary="Add information to a report with its receipt",
+        status_code=201,
     )
     def add_information(receipt: ReceiptPath, body: InformationIn) -> ReporterViewOut:
         view = raid.intake.add_information(receipt, body.text, decoded(body.attachments), honeypot=body.website)

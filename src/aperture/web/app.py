@@ -20,6 +20,7 @@ from aperture import __version__
 from aperture.core import db
 from aperture.core.errors import ApertureError
 from aperture.web import apidocs, pages
+from aperture.web.body_limit import TOO_LARGE_HINT, BodyLimit
 from aperture.web.metrics import AppMetrics
 from aperture.web.openapi import finish_document
 
@@ -78,6 +79,14 @@ def create_app(services: Services) -> FastAPI:
         swagger_ui_oauth2_redirect_url=None,  # bearer API keys, no OAuth2 flow
         lifespan=lifespan,
     )
+    # Every body the app reads is bounded (413); a public RAID report by what its attachments may
+    # be; the gateway's /v1 routes bound theirs lower themselves. Added before the metrics
+    # middleware so that it sits inside it: that one's task group would wrap the refusal.
+    app.add_middleware(
+        BodyLimit,
+        default=services.settings.api_max_body_bytes,
+        limits=[(f"{API_PREFIX}/raid/reports", services.raid.context.config.report_body_bytes)],
+    )
     app.middleware("http")(metrics.middleware)
 
     def openapi() -> dict[str, Any]:
@@ -113,10 +122,18 @@ def create_app(services: Services) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, error: StarletteHTTPException) -> Response:
-        codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthenticated", 403: "forbidden"}
+        codes = {
+            404: "not_found",
+            405: "method_not_allowed",
+            401: "unauthenticated",
+            403: "forbidden",
+            413: "too_large",
+        }
         code = codes.get(error.status_code, "http_error")
         message = str(error.detail) if error.detail else code
         hint = "see /api/v1/docs for the routes" if error.status_code in (404, 405) else ""
+        if error.status_code == 413:
+            hint = TOO_LARGE_HINT
         if _wants_json(request):
             return JSONResponse(error_body(code, message, hint), status_code=error.status_code)
         return pages.error_page(request, error.status_code, message, hint)
