@@ -45,8 +45,11 @@ def sign_after_writes(cli_state: CliState) -> None:
 
 
 @app.command()
-def version() -> None:
+def version(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Print the version."""
+    if as_json:
+        print_json({"version": __version__})
+        return
     out_console.print(__version__)
 
 

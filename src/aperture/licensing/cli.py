@@ -270,7 +270,9 @@ def identify(
 @app.command("verify")
 @command_errors
 def verify(
-    ctx: typer.Context, report: Path = typer.Argument(..., help="A signed report written by `trace --out`.")
+    ctx: typer.Context,
+    report: Path = typer.Argument(..., help="A signed report written by `trace --out`."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Check a trace report's signature with the instance's public key."""
     try:
@@ -278,7 +280,13 @@ def verify(
         body, signature = signed["report"], signed["signature"]
     except (OSError, ValueError, KeyError, TypeError):
         raise InvalidInput(f"{report} is not a signed trace report", hint="use the file `trace --out` wrote") from None
-    if _services(ctx).licensing.verify_report(body, signature):
+    valid = _services(ctx).licensing.verify_report(body, signature)
+    if as_json:
+        print_json({"report": str(report), "signature_valid": valid})
+        if not valid:
+            raise typer.Exit(7)
+        return
+    if valid:
         out_console.print("signature valid: the report is as the instance signed it")
         return
     out_console.print("[bold red]signature INVALID[/]: the report was altered or signed by another key")

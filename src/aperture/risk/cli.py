@@ -11,7 +11,7 @@ from rich.table import Table
 
 from aperture.access.domain import SYSTEM
 from aperture.bootstrap import require_initialised
-from aperture.cli_support import ProgressBar, command_errors, err_console, out_console, print_json, state
+from aperture.cli_support import ALWAYS_JSON, ProgressBar, command_errors, err_console, out_console, print_json, state
 from aperture.core.errors import InvalidInput
 from aperture.risk.domain import ATTACK_GRIDS, SUITES, RiskDomain, Safeguard
 from aperture.risk.providers import validate_engine_spec, validate_judge_spec
@@ -186,7 +186,11 @@ def runs(
 
 @app.command("results")
 @command_errors
-def results(ctx: typer.Context, run_id: str = typer.Argument(..., help="A run id.")) -> None:
+def results(
+    ctx: typer.Context,
+    run_id: str = typer.Argument(..., help="A run id."),
+    as_json: bool = ALWAYS_JSON,
+) -> None:
     """Every item's result of a run (including generated answers), as JSON."""
     services = state(ctx).services
     require_initialised(services)
