@@ -66,6 +66,13 @@ class CliState:
         return self._services
 
 
+def require_initialised(services: Services) -> None:
+    """The instance exists and its schema is current (bootstrap is imported only when a command runs)."""
+    from aperture.bootstrap import require_initialised as check
+
+    check(services)
+
+
 def state(ctx: typer.Context) -> CliState:
     root = ctx.find_root()
     obj = root.obj

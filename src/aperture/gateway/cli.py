@@ -14,8 +14,16 @@ import typer
 from rich.table import Table
 
 from aperture.access.domain import SYSTEM
-from aperture.bootstrap import require_initialised
-from aperture.cli_support import ALWAYS_JSON, command_errors, err_console, out_console, parse_expiry, print_json, state
+from aperture.cli_support import (
+    ALWAYS_JSON,
+    command_errors,
+    err_console,
+    out_console,
+    parse_expiry,
+    print_json,
+    require_initialised,
+    state,
+)
 from aperture.core.errors import InvalidInput
 from aperture.gateway.domain import BackendKind, GatewayKey, Limits, ScopeKind
 

@@ -10,20 +10,22 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
 
 from aperture.access.domain import SYSTEM, Caller
-from aperture.bootstrap import Services, require_initialised
-from aperture.cli_support import command_errors, out_console, print_json, state
+from aperture.cli_support import command_errors, out_console, print_json, require_initialised, state
 from aperture.core.errors import InvalidInput
 from aperture.licensing.domain import format_amount
 
 app = typer.Typer(
     help="Licensing: applications, licences, traceable copies, leak tracing, diffusion.", no_args_is_help=True
 )
+
+if TYPE_CHECKING:
+    from aperture.bootstrap import Services
 
 
 def _services(ctx: typer.Context) -> Services:

@@ -20,8 +20,15 @@ from rich.progress import (
 from rich.table import Table
 
 from aperture.access.domain import SYSTEM, parse_level
-from aperture.bootstrap import require_initialised
-from aperture.cli_support import ProgressBar, command_errors, err_console, out_console, print_json, state
+from aperture.cli_support import (
+    ProgressBar,
+    command_errors,
+    err_console,
+    out_console,
+    print_json,
+    require_initialised,
+    state,
+)
 from aperture.registry.domain import FactsStatus, Model, ModelSummary, ModelVersion, parse_reference
 from aperture.registry.service import ExportResult, Registration, VerificationReport
 from aperture.vault.cleanup import DEFAULT_GRACE_S, Leftover

@@ -8,14 +8,13 @@ with `--key`, so every vote in the log is the member's own.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
 
 from aperture.access.domain import SYSTEM, Caller
-from aperture.bootstrap import Services, require_initialised
-from aperture.cli_support import command_errors, out_console, print_json, state
+from aperture.cli_support import command_errors, out_console, print_json, require_initialised, state
 from aperture.core.errors import InvalidInput, NotFound
 from aperture.release.domain import CONTROLS, Tier
 from aperture.release.policy import TierDecision, parse_policy
@@ -29,6 +28,9 @@ release_app = typer.Typer(
 )
 
 KEY_HELP = "Your API key (apk_...): the act is recorded as yours."
+
+if TYPE_CHECKING:
+    from aperture.bootstrap import Services
 
 
 def _services(ctx: typer.Context) -> Services:

@@ -10,8 +10,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemaini
 from rich.table import Table
 
 from aperture.access.domain import SYSTEM
-from aperture.bootstrap import require_initialised
-from aperture.cli_support import ALWAYS_JSON, ProgressBar, command_errors, err_console, out_console, print_json, state
+from aperture.cli_support import (
+    ALWAYS_JSON,
+    ProgressBar,
+    command_errors,
+    err_console,
+    out_console,
+    print_json,
+    require_initialised,
+    state,
+)
 from aperture.core.errors import InvalidInput
 from aperture.risk.domain import ATTACK_GRIDS, SUITES, RiskDomain, Safeguard
 from aperture.risk.providers import validate_engine_spec, validate_judge_spec
