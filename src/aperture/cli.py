@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import typer
-from sqlalchemy.exc import OperationalError
 
 from aperture import __version__
 from aperture.cli_support import CliState, command_errors, err_console, out_console, print_json, state
@@ -34,6 +33,8 @@ def sign_after_writes(cli_state: CliState) -> None:
     services = cli_state._services
     if services is None or not services.audit.appended:
         return
+    from sqlalchemy.exc import OperationalError
+
     try:
         services.audit.issue_tree_head()
     except ApertureError as error:

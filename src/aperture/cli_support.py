@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any, ParamSpec, Self, TypeVar
 import typer
 from rich.console import Console, ConsoleDimensions
 from rich.progress import Progress, TaskID
-from sqlalchemy.exc import OperationalError
 
 from aperture.core.errors import ApertureError, InvalidInput, Unavailable
 
@@ -95,7 +94,12 @@ def errors_to_exit() -> Iterator[None]:
         yield
     except ApertureError as error:
         raise fail(error) from None
-    except OperationalError as error:
+    except Exception as error:
+        # SQLAlchemy is not imported for commands that never open the database (`--help`, a
+        # command's usage error): an error of its kind can only come once it has been.
+        exc = sys.modules.get("sqlalchemy.exc")
+        if exc is None or not isinstance(error, exc.OperationalError):
+            raise
         raise fail(
             Unavailable(
                 f"the database cannot be used: {error.orig}",

@@ -24,7 +24,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 ALPHA = 2e-3
 THRESHOLD = 6.0
@@ -159,6 +158,8 @@ def _align_rows(suspect: Array, original: Array) -> Array | None:
     diagonal = np.einsum("ij,ij->i", a, b)
     if float(np.median(diagonal)) > 0.5 and float(np.mean(diagonal > 0.3)) > 0.95:
         return None
+    from scipy.optimize import linear_sum_assignment  # scipy.optimize takes half a second to load
+
     _, columns = linear_sum_assignment(-(b @ a.T))
     return np.asarray(columns)
 

@@ -19,7 +19,6 @@ from aperture.core.errors import InvalidInput, NotFound
 from aperture.release.domain import CONTROLS, Tier
 from aperture.release.policy import TierDecision, parse_policy
 from aperture.release.reports import FORMATS
-from aperture.release.service import parse_stage
 
 policy_app = typer.Typer(help="Release policies as code: check, compare, adopt.", no_args_is_help=True)
 release_app = typer.Typer(
@@ -245,6 +244,8 @@ def propose(
 ) -> None:
     """Propose a tier to the release board (programme directors)."""
     services = _services(ctx)
+    from aperture.release.service import parse_stage
+
     planned = [parse_stage(text) for text in stage]
     proposal = services.release.propose(
         _person(services, key),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
@@ -22,9 +22,9 @@ from aperture.cli_support import (
 )
 from aperture.core.errors import InvalidInput
 from aperture.risk.domain import ATTACK_GRIDS, SUITES, RiskDomain, Safeguard
-from aperture.risk.providers import validate_engine_spec, validate_judge_spec
-from aperture.risk.scoring import GenerationSettings
-from aperture.risk.service import RunOptions, RunOutcome
+
+if TYPE_CHECKING:
+    from aperture.risk.service import RunOutcome
 
 app = typer.Typer(help="Risk assessment: evaluation suites, evidence, risk profiles.", no_args_is_help=True)
 
@@ -108,6 +108,10 @@ def run(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Run evaluation suites on a registered version's weights; each result becomes evidence."""
+    from aperture.risk.providers import validate_engine_spec, validate_judge_spec
+    from aperture.risk.scoring import GenerationSettings
+    from aperture.risk.service import RunOptions
+
     names = list(SUITES) if suite == ["all"] else suite
     for name in names:
         if name not in SUITES:
