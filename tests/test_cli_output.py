@@ -148,3 +148,49 @@ def test_tables_in_a_pipe_are_complete_whatever_the_terminal_width(services: Ser
     for tier in Tier:
         assert CONTROLS[tier].as_dict()["weight_holders"] in tiers.stdout
     assert "…" not in tiers.stdout and "…" not in usage.stdout
+
+
+#: What only some commands use: loading it for every command is what made each call take seconds.
+HEAVY = (
+    "scipy",
+    "jsonschema",
+    "stix2",
+    "stix2validator",
+    "aiohttp",
+    "torch",
+    "transformers",
+    "model_signing",
+    "lm_eval",
+)
+#: And what `--help` and the commands that never open the database need not load either.
+DATABASE = ("sqlalchemy", "numpy", "aperture.bootstrap")
+
+
+def _loaded(home: Path, database_url: str | None, *args: str) -> list[str]:
+    code = (
+        "import sys\n"
+        "from aperture.cli import main\n"
+        f"sys.argv = ['aperture', *{args!r}]\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as done:\n"
+        "    assert not done.code, done.code\n"
+        f"print('loaded:' + ','.join(m for m in {HEAVY + DATABASE!r} if m in sys.modules), file=sys.stderr)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APERTURE_")}
+    env |= {"APERTURE_HOME": str(home), "PYTHONPATH": str(SRC)}
+    if database_url:
+        env["APERTURE_DATABASE_URL"] = database_url
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return [name for name in done.stderr.splitlines()[-1].removeprefix("loaded:").split(",") if name]
+
+
+def test_help_and_read_commands_load_only_what_they_use(services: Services) -> None:
+    home, url = services.settings.home, services.settings.database_url
+    assert _loaded(home, url, "--help") == []
+    assert _loaded(home, url, "release", "tiers") == []
+    for command in (("policy", "show"), ("models", "list"), ("gateway", "usage")):
+        assert not set(_loaded(home, url, *command)) & set(HEAVY), command
