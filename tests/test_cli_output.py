@@ -152,6 +152,7 @@ def test_tables_in_a_pipe_are_complete_whatever_the_terminal_width(services: Ser
 
 #: What only some commands use: loading it for every command is what made each call take seconds.
 HEAVY = (
+    "numpy",
     "scipy",
     "jsonschema",
     "stix2",
@@ -163,7 +164,7 @@ HEAVY = (
     "lm_eval",
 )
 #: And what `--help` and the commands that never open the database need not load either.
-DATABASE = ("sqlalchemy", "numpy", "aperture.bootstrap")
+DATABASE = ("sqlalchemy", "aperture.bootstrap")
 
 
 def _loaded(home: Path, database_url: str | None, *args: str) -> list[str]:

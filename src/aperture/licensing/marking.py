@@ -25,9 +25,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-ALPHA = 2e-3
-THRESHOLD = 6.0
-SEED_BYTES = 32
+from aperture.licensing.domain import MARK_ALPHA, MARK_SEED_BYTES, MARK_THRESHOLD
+
+ALPHA = MARK_ALPHA
+THRESHOLD = MARK_THRESHOLD
+SEED_BYTES = MARK_SEED_BYTES
 
 # Llama-family block projections (Hugging Face names): the tensors that carry the mark.
 _MARKED = re.compile(r"(?:^|\.)layers\.(\d+)\.(?:self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)\.weight$")
