@@ -12,9 +12,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, Self, TypeVar
 
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from rich.progress import Progress, TaskID
-from sqlalchemy.exc import OperationalError
 
 from aperture.core.errors import ApertureError, InvalidInput, Unavailable
 
@@ -25,8 +24,29 @@ if TYPE_CHECKING:
 P = ParamSpec("P")
 R = TypeVar("R")
 
-err_console = Console(stderr=True)
-out_console = Console()
+#: The width Rich lays out to when the output is not a terminal: wide enough that no table cell
+#: is cut and no line is wrapped, so what goes into a pipe or a file is complete.
+PIPE_WIDTH = 100_000
+
+
+class PipeAwareConsole(Console):
+    """A Rich console that renders for the terminal's width on a terminal, and without a width
+    limit (nothing truncated, nothing wrapped, no styles) when its output goes to a pipe or a file."""
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        dimensions = Console.size.fget(self)  # type: ignore[attr-defined]
+        if self.is_terminal:
+            return dimensions  # type: ignore[no-any-return]
+        return ConsoleDimensions(PIPE_WIDTH, dimensions.height)
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        Console.size.fset(self, new_size)  # type: ignore[attr-defined]
+
+
+err_console = PipeAwareConsole(stderr=True)
+out_console = PipeAwareConsole()
 
 
 @dataclass
@@ -43,6 +63,13 @@ class CliState:
 
             self._services = build_services(self.settings)
         return self._services
+
+
+def require_initialised(services: Services) -> None:
+    """The instance exists and its schema is current (bootstrap is imported only when a command runs)."""
+    from aperture.bootstrap import require_initialised as check
+
+    check(services)
 
 
 def state(ctx: typer.Context) -> CliState:
@@ -67,7 +94,12 @@ def errors_to_exit() -> Iterator[None]:
         yield
     except ApertureError as error:
         raise fail(error) from None
-    except OperationalError as error:
+    except Exception as error:
+        # SQLAlchemy is not imported for commands that never open the database (`--help`, a
+        # command's usage error): an error of its kind can only come once it has been.
+        exc = sys.modules.get("sqlalchemy.exc")
+        if exc is None or not isinstance(error, exc.OperationalError):
+            raise
         raise fail(
             Unavailable(
                 f"the database cannot be used: {error.orig}",
@@ -87,6 +119,10 @@ def parse_expiry(text: str | None) -> datetime | None:
     if moment.tzinfo is None:
         raise InvalidInput(f"{text!r} has no time zone", hint="end it with Z (UTC), e.g. 2027-01-01T00:00:00Z")
     return moment
+
+
+#: `--json` for commands that print only JSON: accepted, so that every read command takes it.
+ALWAYS_JSON: Any = typer.Option(False, "--json", help="Print JSON (this command always does).")
 
 
 def print_json(value: Any) -> None:

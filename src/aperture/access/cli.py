@@ -23,8 +23,7 @@ from aperture.access.domain import (
     Vetting,
     parse_level,
 )
-from aperture.bootstrap import require_initialised
-from aperture.cli_support import command_errors, out_console, parse_expiry, print_json, state
+from aperture.cli_support import command_errors, out_console, parse_expiry, print_json, require_initialised, state
 from aperture.core.errors import InvalidInput
 
 app = typer.Typer(help="API keys: issue, list, revoke.", no_args_is_help=True)

@@ -25,8 +25,7 @@ from aperture.audit.domain import (
     tree_head_json,
     verify_signed_note,
 )
-from aperture.bootstrap import require_initialised
-from aperture.cli_support import command_errors, errors_to_exit, out_console, print_json, state
+from aperture.cli_support import command_errors, errors_to_exit, out_console, print_json, require_initialised, state
 from aperture.core.errors import IntegrityFailure, InvalidInput, TooLarge
 
 app = typer.Typer(

@@ -4,22 +4,16 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.progress import BarColumn, DownloadColumn, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
-from aperture.backup.service import (
-    RestoreChecks,
-    abandon_restore,
-    backup_source,
-    check_restored,
-    create_backup,
-    finish_restore,
-    restore_files,
-)
 from aperture.cli_support import ProgressBar, command_errors, err_console, out_console, print_json, state
 from aperture.core.errors import IntegrityFailure
+
+if TYPE_CHECKING:  # the service (and SQLAlchemy) load when a command runs, not for --help
+    from aperture.backup.service import RestoreChecks
 
 JSON_OPTION = typer.Option(False, "--json", help="Print JSON.")
 LINE_EVERY_S = 5.0
@@ -83,6 +77,7 @@ def backup_command(
 ) -> None:
     """Back up the instance while it runs: a consistent database snapshot, the artifact and sealed
     stores and a manifest of SHA-256 digests. The keys are copied only with --keys-to, apart."""
+    from aperture.backup.service import backup_source, create_backup
     from aperture.bootstrap import require_initialised
 
     services = state(ctx).services
@@ -145,6 +140,7 @@ def restore_command(
 ) -> None:
     """Restore a backup into a new home, then check it as `audit verify` and `models verify` do.
     Refuses an incomplete or altered backup, naming the file; exits non-zero on any failure."""
+    from aperture.backup.service import abandon_restore, check_restored, finish_restore, restore_files
     from aperture.bootstrap import build_services, require_initialised
 
     settings = state(ctx).settings

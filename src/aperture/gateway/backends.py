@@ -16,13 +16,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 from collections.abc import AsyncGenerator
-from typing import Any
-
-import aiohttp
+from typing import TYPE_CHECKING, Any
 
 from aperture.core.errors import ApertureError
+
+if TYPE_CHECKING:
+    import aiohttp
+
+# aiohttp is imported when a backend is first called, not with the module: the CLI builds the
+# gateway service for every command, and loading aiohttp costs it a tenth of a second.
 
 
 class BackendFailed(ApertureError):
@@ -57,6 +62,8 @@ class Clients:
         self._sessions: dict[int, aiohttp.ClientSession] = {}
 
     def get(self) -> aiohttp.ClientSession:
+        import aiohttp
+
         loop = id(asyncio.get_running_loop())
         session = self._sessions.get(loop)
         if session is None or session.closed:
@@ -74,6 +81,8 @@ class Clients:
 
 
 def _timeout(seconds: float) -> aiohttp.ClientTimeout:
+    import aiohttp
+
     return aiohttp.ClientTimeout(total=seconds, connect=min(seconds, 5.0))
 
 
@@ -98,7 +107,12 @@ def _refusal(url: str, status: int, body: bytes) -> ApertureError:
     return BackendRefused(status, f"the model's server refused the request: {message}")
 
 
-FAILURES = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+@functools.cache
+def failures() -> tuple[type[BaseException], ...]:
+    """What a call to a backend raises when the backend cannot be reached or is too slow."""
+    import aiohttp
+
+    return (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 
 
 class RemoteBackend:
@@ -121,7 +135,7 @@ class RemoteBackend:
             ) as response:
                 content = await response.read()
                 status = response.status
-        except FAILURES as error:
+        except failures() as error:
             raise _failure(self.url, error) from None
         if status >= 400:
             raise _refusal(self.url, status, content)
@@ -155,7 +169,7 @@ class RemoteBackend:
                         raise BackendFailed(f"the backend at {self.url} sent a chunk that is not JSON") from None
                     if isinstance(chunk, dict):
                         yield chunk
-        except FAILURES as error:
+        except failures() as error:
             raise _failure(self.url, error) from None
 
     async def health(self) -> tuple[bool, str]:
@@ -165,7 +179,7 @@ class RemoteBackend:
                 self.url + "/models", headers=self.headers, timeout=_timeout(min(self.timeout_s, 5.0))
             ) as response:
                 status, content = response.status, await response.read()
-        except FAILURES as error:
+        except failures() as error:
             return False, f"{type(error).__name__}: cannot be reached"
         if status != 200:
             return False, f"answered {status}"

@@ -14,8 +14,16 @@ import typer
 from rich.table import Table
 
 from aperture.access.domain import SYSTEM
-from aperture.bootstrap import require_initialised
-from aperture.cli_support import command_errors, err_console, out_console, parse_expiry, print_json, state
+from aperture.cli_support import (
+    ALWAYS_JSON,
+    command_errors,
+    err_console,
+    out_console,
+    parse_expiry,
+    print_json,
+    require_initialised,
+    state,
+)
 from aperture.core.errors import InvalidInput
 from aperture.gateway.domain import BackendKind, GatewayKey, Limits, ScopeKind
 
@@ -231,7 +239,10 @@ def limits_set(
 
 @limits_app.command("list")
 @command_errors
-def limits_list(ctx: typer.Context) -> None:
+def limits_list(
+    ctx: typer.Context,
+    as_json: bool = ALWAYS_JSON,
+) -> None:
     """List the limits in force (as JSON)."""
     limits = _services(ctx).gateway.limits()
     print_json([{"scope_kind": k.value, "scope": s, **v.as_dict()} for (k, s), v in sorted(limits.items())])
@@ -252,7 +263,10 @@ def prices_set(
 
 @prices_app.command("list")
 @command_errors
-def prices_list(ctx: typer.Context) -> None:
+def prices_list(
+    ctx: typer.Context,
+    as_json: bool = ALWAYS_JSON,
+) -> None:
     """List the prices (as JSON)."""
     prices = _services(ctx).gateway.prices()
     print_json(
@@ -287,7 +301,11 @@ def policy_set(
 
 @policy_app.command("show")
 @command_errors
-def policy_show(ctx: typer.Context, model: str = typer.Argument(..., help="NAME:VERSION")) -> None:
+def policy_show(
+    ctx: typer.Context,
+    model: str = typer.Argument(..., help="NAME:VERSION"),
+    as_json: bool = ALWAYS_JSON,
+) -> None:
     """Print a version's safety policy (JSON)."""
     policy = _services(ctx).gateway.policies().get(model)
     print_json(None if policy is None else policy.as_dict())
@@ -304,8 +322,13 @@ def usage(
     since: str | None = typer.Option(None, help="First day, YYYY-MM-DD."),
     until: str | None = typer.Option(None, help="Last day, YYYY-MM-DD."),
     output_format: str = typer.Option("table", "--format", help="table, csv or json."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (the same as --format json)."),
 ) -> None:
     """Metered usage per day, organisation, key and model, priced."""
+    if as_json:
+        if output_format not in ("table", "json"):
+            raise InvalidInput(f"--json and --format {output_format} disagree", hint="give one of them")
+        output_format = "json"
     if output_format not in ("table", "csv", "json"):
         raise InvalidInput(f"unknown format {output_format!r}", hint="use table, csv or json")
     services = _services(ctx)

@@ -19,10 +19,8 @@ import threading
 from pathlib import Path
 from typing import Protocol
 
-import aiohttp
-
 from aperture.core.errors import InvalidInput
-from aperture.gateway.backends import FAILURES, BackendFailed, Clients
+from aperture.gateway.backends import BackendFailed, Clients, failures
 
 CLASSIFIER_HINT = "use `openai:http://host:port/v1#moderation-model` or `model:/path/to/classifier#label,label`"
 
@@ -38,6 +36,9 @@ class ModerationEndpoint:
         self.clients, self.url, self.model, self.timeout_s = clients, url.rstrip("/"), model, timeout_s
 
     async def flagged(self, text: str) -> str | None:
+        import aiohttp
+
+        refused: tuple[type[BaseException], ...] = (*failures(), ValueError, KeyError, IndexError, TypeError)
         try:
             async with self.clients.get().post(
                 self.url + "/moderations",
@@ -46,7 +47,7 @@ class ModerationEndpoint:
             ) as response:
                 response.raise_for_status()
                 result = json.loads(await response.read())["results"][0]
-        except (*FAILURES, ValueError, KeyError, IndexError, TypeError) as error:
+        except refused as error:
             # Fail closed: text nobody could check is not passed on.
             raise BackendFailed(
                 f"the moderation endpoint at {self.url} failed ({type(error).__name__})",

@@ -10,20 +10,22 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
 
 from aperture.access.domain import SYSTEM, Caller
-from aperture.bootstrap import Services, require_initialised
-from aperture.cli_support import command_errors, out_console, print_json, state
+from aperture.cli_support import command_errors, out_console, print_json, require_initialised, state
 from aperture.core.errors import InvalidInput
 from aperture.licensing.domain import format_amount
 
 app = typer.Typer(
     help="Licensing: applications, licences, traceable copies, leak tracing, diffusion.", no_args_is_help=True
 )
+
+if TYPE_CHECKING:
+    from aperture.bootstrap import Services
 
 
 def _services(ctx: typer.Context) -> Services:
@@ -270,7 +272,9 @@ def identify(
 @app.command("verify")
 @command_errors
 def verify(
-    ctx: typer.Context, report: Path = typer.Argument(..., help="A signed report written by `trace --out`.")
+    ctx: typer.Context,
+    report: Path = typer.Argument(..., help="A signed report written by `trace --out`."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Check a trace report's signature with the instance's public key."""
     try:
@@ -278,7 +282,13 @@ def verify(
         body, signature = signed["report"], signed["signature"]
     except (OSError, ValueError, KeyError, TypeError):
         raise InvalidInput(f"{report} is not a signed trace report", hint="use the file `trace --out` wrote") from None
-    if _services(ctx).licensing.verify_report(body, signature):
+    valid = _services(ctx).licensing.verify_report(body, signature)
+    if as_json:
+        print_json({"report": str(report), "signature_valid": valid})
+        if not valid:
+            raise typer.Exit(7)
+        return
+    if valid:
         out_console.print("signature valid: the report is as the instance signed it")
         return
     out_console.print("[bold red]signature INVALID[/]: the report was altered or signed by another key")

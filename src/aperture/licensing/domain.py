@@ -17,6 +17,12 @@ from typing import Any
 
 from aperture.core.errors import Conflict, Forbidden, InvalidInput
 
+# The mark's defaults, here rather than in `marking` so that the service's settings do not load
+# numpy: the strength of the mark, the z-score a key must reach, the size of a licensee's seed.
+MARK_ALPHA = 2e-3
+MARK_THRESHOLD = 6.0
+MARK_SEED_BYTES = 32
+
 CURRENCY = re.compile(r"^[A-Z]{3}$")
 TERRITORY = re.compile(r"^[A-Z]{2}$|^EU$|^EEA$|^WORLD$")
 MAX_TEXT = 4000

@@ -24,11 +24,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
-ALPHA = 2e-3
-THRESHOLD = 6.0
-SEED_BYTES = 32
+from aperture.licensing.domain import MARK_ALPHA, MARK_SEED_BYTES, MARK_THRESHOLD
+
+ALPHA = MARK_ALPHA
+THRESHOLD = MARK_THRESHOLD
+SEED_BYTES = MARK_SEED_BYTES
 
 # Llama-family block projections (Hugging Face names): the tensors that carry the mark.
 _MARKED = re.compile(r"(?:^|\.)layers\.(\d+)\.(?:self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)\.weight$")
@@ -159,6 +160,8 @@ def _align_rows(suspect: Array, original: Array) -> Array | None:
     diagonal = np.einsum("ij,ij->i", a, b)
     if float(np.median(diagonal)) > 0.5 and float(np.mean(diagonal > 0.3)) > 0.95:
         return None
+    from scipy.optimize import linear_sum_assignment  # scipy.optimize takes half a second to load
+
     _, columns = linear_sum_assignment(-(b @ a.T))
     return np.asarray(columns)
 

@@ -18,9 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from aperture.access.domain import SYSTEM, Action, Caller, PrincipalKind
 from aperture.access.refusals import ask, ask_instance
@@ -39,10 +37,13 @@ from aperture.core.errors import (
     Unavailable,
 )
 from aperture.core.ids import new_id
-from aperture.licensing import marking, store
+from aperture.licensing import store
 from aperture.licensing.domain import (
     DEFAULT_CHECKLIST,
     LICENCE_TEXT_VERSION,
+    MARK_ALPHA,
+    MARK_SEED_BYTES,
+    MARK_THRESHOLD,
     TOKEN_TTL,
     Answer,
     Application,
@@ -73,21 +74,20 @@ from aperture.licensing.domain import (
     transition,
     verdict_text,
 )
-from aperture.licensing.weights import (
-    EMBEDDING,
-    SuspectWeights,
-    iter_safetensors,
-    open_suspect,
-    parse_safetensors,
-    requantized_reference,
-    safetensors_stream,
-)
 from aperture.registry.domain import ArtifactFile, ModelVersion
 from aperture.registry.service import RegistryService, version_asset
 from aperture.release.domain import Tier, controls
 from aperture.release.service import ReleaseService, redacted_label
 from aperture.security.domain import TOKEN_PREFIX, check_token, token_hash
 from aperture.vault.keys import verify_ed25519
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from aperture.licensing.weights import SuspectWeights
+
+# numpy, the mark's maths and the weights readers are imported by the methods that mark, trace or
+# identify: every other use of the service (and every CLI command, which builds it) goes without.
 from aperture.vault.service import VaultService
 
 MASTER = "marks-master"
@@ -106,8 +106,8 @@ SEAL_HINT = (
 @dataclass(frozen=True)
 class LicensingSettings:
     checklist: tuple[Question, ...] = DEFAULT_CHECKLIST
-    alpha: float = marking.ALPHA
-    threshold: float = marking.THRESHOLD
+    alpha: float = MARK_ALPHA
+    threshold: float = MARK_THRESHOLD
     null_keys: int = 200
     screen_fraction: float = 0.02
     confirm_top: int = 8
@@ -737,7 +737,7 @@ class LicensingService:
         with self.database.read() as connection:
             found = store.load_secret(connection, MASTER)
         if found is None:
-            secret = secrets.token_bytes(marking.SEED_BYTES)
+            secret = secrets.token_bytes(MARK_SEED_BYTES)
             keyring_id, artifact_id, sealed = self.vault.seal_secret(secret)
             try:
                 with self.database.transaction() as connection:
@@ -760,6 +760,8 @@ class LicensingService:
         return self.vault.open_secret(keyring_id, artifact_id, sealed)
 
     def _seed(self, master: bytes, copy_model: str, organisation: str) -> bytes:
+        from aperture.licensing import marking
+
         name, _, version = copy_model.partition(":")
         return marking.licensee_seed(master, name, version, organisation)
 
@@ -774,6 +776,9 @@ class LicensingService:
         return _read_chunks(self.vault.blob_path(file.sha256))
 
     def _load_original(self, version: ModelVersion) -> _Original:
+        from aperture.licensing import marking
+        from aperture.licensing.weights import parse_safetensors
+
         original = _Original(version)
         for file in version.files:
             if not file.path.endswith(".safetensors"):
@@ -798,6 +803,11 @@ class LicensingService:
         """Make the licensee's uniquely marked copy: mark as the copy is streamed into sealed
         storage (never unencrypted on disk), read it back and check the mark (self-test), then
         record the shard hashes and the commitment to the seed in the audit log."""
+        import numpy as np
+
+        from aperture.licensing import marking
+        from aperture.licensing.weights import iter_safetensors, parse_safetensors, safetensors_stream
+
         licence = self.get_licence(caller, licence_id)
         self._ask(
             caller,
@@ -1035,6 +1045,8 @@ class LicensingService:
     ) -> TraceResult:
         """Score every issued key against a suspect model and sign the report (A.5.1 detect). Only
         originals the caller may see are candidates (a report names its original)."""
+        from aperture.licensing.weights import open_suspect
+
         self.require_tracer(caller)
         suspect = open_suspect(path)
         hashes = [(file.name, _sha256_file(file)) for file in suspect.files]
@@ -1103,6 +1115,9 @@ class LicensingService:
     def _score(
         self, suspect: SuspectWeights, original: _Original, copies: list[Copy], master: bytes, null_keys: int | None
     ) -> dict[str, Any]:
+        from aperture.licensing import marking
+        from aperture.licensing.weights import EMBEDDING, requantized_reference
+
         config = self.config
         version = original.version
         rotation = marking.rotation_of(suspect.get(EMBEDDING), original.arrays.get(EMBEDDING))
@@ -1236,6 +1251,8 @@ class LicensingService:
         """The reverse question: is this a copy of one of our models? By file hash (registered
         versions and issued copies), then by lineage similarity to each model with the same shapes.
         Only versions the caller may see are compared (the answer names them)."""
+        from aperture.licensing.weights import open_suspect
+
         self.require_tracer(caller)
         suspect = open_suspect(path)
         hashes = [_sha256_file(file) for file in suspect.files]
@@ -1408,6 +1425,10 @@ LINEAGE_THRESHOLD = 0.9
 def _lineage(suspect: SuspectWeights, original: _Original) -> float | None:
     """Mean cosine between the suspect's and the original's weights over a few block projections,
     after registration; None when the shapes do not match (another architecture)."""
+    import numpy as np
+
+    from aperture.licensing import marking
+
     names = marking.marked_names(original.arrays)
     if not names:
         return None

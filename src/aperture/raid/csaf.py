@@ -14,14 +14,14 @@ import functools
 import json
 from datetime import UTC, datetime
 from importlib import resources
-from typing import Any
-
-from jsonschema import Draft202012Validator
-from referencing import Registry, Resource
+from typing import TYPE_CHECKING, Any
 
 from aperture.core.errors import IntegrityFailure
 from aperture.raid.disclosure import Advisory
 from aperture.raid.stix import html_safe
+
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator
 
 PROFILE = "csaf_security_incident_response"
 PROFILE_NOTES = {"description", "details", "general", "summary"}
@@ -38,7 +38,13 @@ def _data(name: str) -> Any:
 
 @functools.cache
 def validator() -> Draft202012Validator:
-    """The official schema, its CVSS references resolved to the shipped copies (no network)."""
+    """The official schema, its CVSS references resolved to the shipped copies (no network).
+
+    jsonschema is imported here, not with the module: its format checkers take most of a second
+    to load, which every CLI command would otherwise pay."""
+    from jsonschema import Draft202012Validator
+    from referencing import Registry, Resource
+
     registry: Registry[Any] = Registry()
     for url, name in CVSS_URLS.items():
         registry = registry.with_resource(url, Resource.from_contents(_data(name)))

@@ -22,11 +22,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import stix2
-from stix2.exceptions import STIXError
-from stix2.properties import EnumProperty, IntegerProperty, ListProperty, OpenVocabProperty, StringProperty
-from stix2validator import ValidationOptions, validate_parsed_json
-
 from aperture.core.errors import IntegrityFailure, InvalidInput, TooLarge
 from aperture.raid.domain import Determination, Incident, Status
 from aperture.raid.tlp import BY_MARKING_ID, LEGACY_MARKING_IDS, MARKING_IDS, TLP2_EXTENSION_ID, Tlp, marking_definition
@@ -34,7 +29,6 @@ from aperture.raid.tlp import BY_MARKING_ID, LEGACY_MARKING_IDS, MARKING_IDS, TL
 INCIDENT_CORE = "extension-definition--ef765651-680c-498d-9894-99799f2fa126"
 NAMESPACE = uuid.UUID("6f0c5f5e-5b8f-4d49-9a7e-3c1f3a2b7d10")  # Aperture's namespace for deterministic STIX ids
 MAX_OBJECTS = 20_000
-KNOWN_TYPES = frozenset(set(stix2.v21.OBJ_MAP) - {"bundle"}) | frozenset(stix2.v21.OBJ_MAP_OBSERVABLE)
 INVESTIGATION = {
     Status.NEW: "new",
     Status.CLOSED: "closed",
@@ -46,9 +40,23 @@ INVESTIGATION = {
 LEGACY_LEVEL = {Tlp.CLEAR: "white", Tlp.GREEN: "green", Tlp.AMBER: "amber", Tlp.RED: "red"}
 
 
+# stix2 and stix2-validator are imported where a bundle is built or read: they take a fifth of a
+# second to load, which every CLI command would otherwise pay.
+
+
+@functools.cache
+def known_types() -> frozenset[str]:
+    """The object types STIX 2.1 defines (domain, relationship and cyber-observable objects)."""
+    import stix2
+
+    return frozenset(set(stix2.v21.OBJ_MAP) - {"bundle"}) | frozenset(stix2.v21.OBJ_MAP_OBSERVABLE)
+
+
 @functools.cache
 def incident_core() -> type:
     """Register the incident-core extension with stix2 once (its enumerations and ranges)."""
+    import stix2
+    from stix2.properties import EnumProperty, IntegerProperty, ListProperty, OpenVocabProperty, StringProperty
 
     @stix2.v21.CustomExtension(
         INCIDENT_CORE,
@@ -122,6 +130,10 @@ def _incident_object(incident: Incident, desk_id: str) -> dict[str, Any]:
 
 def export_bundle(incidents: Sequence[Incident], *, publisher: str, validate: bool = True) -> str:
     """A STIX 2.1 bundle of the incidents, with the official TLP 2.0 marking definitions they use."""
+    import stix2
+    from stix2.exceptions import STIXError
+    from stix2validator import ValidationOptions, validate_parsed_json
+
     incident_core()
     desk = {
         "type": "identity",
@@ -211,6 +223,10 @@ def _tlp_of_definition(item: Mapping[str, Any]) -> Tlp | None:
 
 def parse_bundle(data: bytes, *, max_bytes: int) -> list[ImportedIncident]:
     """The incidents of a partner's bundle, every marking checked; the whole bundle or nothing."""
+    import stix2
+    from stix2.exceptions import STIXError
+    from stix2validator import ValidationOptions, validate_parsed_json
+
     if len(data) > max_bytes:
         raise TooLarge(f"the bundle has {len(data)} bytes; at most {max_bytes}", hint="split it into smaller bundles")
     try:
@@ -226,7 +242,7 @@ def parse_bundle(data: bytes, *, max_bytes: int) -> list[ImportedIncident]:
     for index, item in enumerate(objects):
         if not isinstance(item, dict) or not isinstance(item.get("type"), str):
             raise _refuse(f"object {index} has no type")
-        if item["type"] not in KNOWN_TYPES:
+        if item["type"] not in known_types():
             raise _refuse(
                 f"object {index} has the type {item['type'][:60]!r}, which STIX 2.1 does not define",
                 hint="send only STIX 2.1 objects (custom objects are not accepted)",

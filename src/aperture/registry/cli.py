@@ -7,7 +7,7 @@ The CLI acts as the instance operator (SYSTEM). torch and transformers are impor
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.progress import (
@@ -20,12 +20,22 @@ from rich.progress import (
 from rich.table import Table
 
 from aperture.access.domain import SYSTEM, parse_level
-from aperture.bootstrap import require_initialised
-from aperture.cli_support import ProgressBar, command_errors, err_console, out_console, print_json, state
+from aperture.cli_support import (
+    ProgressBar,
+    command_errors,
+    err_console,
+    out_console,
+    print_json,
+    require_initialised,
+    state,
+)
 from aperture.registry.domain import FactsStatus, Model, ModelSummary, ModelVersion, parse_reference
-from aperture.registry.service import ExportResult, Registration, VerificationReport
-from aperture.vault.cleanup import DEFAULT_GRACE_S, Leftover
-from aperture.vault.service import GarbageReport
+from aperture.vault.cleanup import DEFAULT_GRACE_S
+
+if TYPE_CHECKING:
+    from aperture.registry.service import ExportResult, Registration, VerificationReport
+    from aperture.vault.cleanup import Leftover
+    from aperture.vault.service import GarbageReport
 
 app = typer.Typer(help="Model registry: register versions, list, show, verify, export.", no_args_is_help=True)
 

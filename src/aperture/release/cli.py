@@ -8,19 +8,17 @@ with `--key`, so every vote in the log is the member's own.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
 
 from aperture.access.domain import SYSTEM, Caller
-from aperture.bootstrap import Services, require_initialised
-from aperture.cli_support import command_errors, out_console, print_json, state
+from aperture.cli_support import command_errors, out_console, print_json, require_initialised, state
 from aperture.core.errors import InvalidInput, NotFound
 from aperture.release.domain import CONTROLS, Tier
 from aperture.release.policy import TierDecision, parse_policy
 from aperture.release.reports import FORMATS
-from aperture.release.service import parse_stage
 
 policy_app = typer.Typer(help="Release policies as code: check, compare, adopt.", no_args_is_help=True)
 release_app = typer.Typer(
@@ -29,6 +27,9 @@ release_app = typer.Typer(
 )
 
 KEY_HELP = "Your API key (apk_...): the act is recorded as yours."
+
+if TYPE_CHECKING:
+    from aperture.bootstrap import Services
 
 
 def _services(ctx: typer.Context) -> Services:
@@ -55,12 +56,27 @@ def _read(path: Path) -> str:
 
 @policy_app.command("check")
 @command_errors
-def check(path: Path = typer.Argument(..., help="Policy YAML file.")) -> None:
+def check(
+    path: Path = typer.Argument(..., help="Policy YAML file."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
     """Validate a policy file: every problem is named with its rule and the fix."""
     policy = parse_policy(_read(path), str(path))
     counts: dict[str, int] = {}
     for rule in policy.rules:
         counts[rule.type] = counts.get(rule.type, 0) + 1
+    if as_json:
+        print_json(
+            {
+                "name": policy.name,
+                "version": policy.version,
+                "digest": policy.digest,
+                "valid": True,
+                "rules": len(policy.rules),
+                "rule_types": counts,
+            }
+        )
+        return
     out_console.print(f"{policy.label}: valid, {len(policy.rules)} rules, sha256 {policy.digest}")
     for rule_type, count in sorted(counts.items()):
         out_console.print(f"  {count} {rule_type}")
@@ -102,10 +118,17 @@ def adopt(
 @policy_app.command("show")
 @command_errors
 def show_policy(
-    ctx: typer.Context, digest: str | None = typer.Option(None, "--digest", help="An earlier adopted policy.")
+    ctx: typer.Context,
+    digest: str | None = typer.Option(None, "--digest", help="An earlier adopted policy."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON: name, version, sha256 and the YAML text."),
 ) -> None:
-    """Print the policy in force (or an earlier one) as YAML."""
-    out_console.print(_services(ctx).release.policy_text(digest), highlight=False, markup=False)
+    """Print the policy in force (or an earlier one) as YAML, byte for byte: `> FILE` then `policy check FILE`."""
+    release = _services(ctx).release
+    if as_json:
+        print_json(release.policy_document(digest))
+        return
+    text = release.policy_text(digest)
+    out_console.file.write(text if text.endswith("\n") else text + "\n")
 
 
 @policy_app.command("list")
@@ -221,6 +244,8 @@ def propose(
 ) -> None:
     """Propose a tier to the release board (programme directors)."""
     services = _services(ctx)
+    from aperture.release.service import parse_stage
+
     planned = [parse_stage(text) for text in stage]
     proposal = services.release.propose(
         _person(services, key),
@@ -331,11 +356,19 @@ def proposals(
 
 @release_app.command("verify")
 @command_errors
-def verify(ctx: typer.Context, proposal_id: str = typer.Argument(..., help="Proposal id.")) -> None:
+def verify(
+    ctx: typer.Context,
+    proposal_id: str = typer.Argument(..., help="Proposal id."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
     """Check a decision's signature with the instance's public key."""
-    if not _services(ctx).release.verify_decision(SYSTEM, proposal_id):
+    valid = _services(ctx).release.verify_decision(SYSTEM, proposal_id)
+    if as_json:
+        print_json({"proposal": proposal_id, "signature_valid": valid})
+    elif valid:
+        out_console.print("signature valid")
+    if not valid:
         raise typer.Exit(3)
-    out_console.print("signature valid")
 
 
 @release_app.command("timeline")

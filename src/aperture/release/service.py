@@ -292,6 +292,12 @@ class ReleaseService:
             return self.shipped_policy_text()
         return str(row["text"])
 
+    def policy_document(self, digest: str | None = None) -> dict[str, Any]:
+        """The policy in force (or an earlier one): its name, version, sha256 and verbatim text."""
+        text = self.policy_text(digest)
+        policy = parse_policy(text, "the stored policy")
+        return {"name": policy.name, "version": policy.version, "digest": policy.digest, "text": text}
+
     @staticmethod
     def diff(old_text: str, new_text: str) -> list[PolicyChange]:
         return diff_policies(parse_policy(old_text, "the old policy"), parse_policy(new_text, "the new policy"))

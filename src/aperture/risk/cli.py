@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from aperture.access.domain import SYSTEM
-from aperture.bootstrap import require_initialised
-from aperture.cli_support import ProgressBar, command_errors, err_console, out_console, print_json, state
+from aperture.cli_support import (
+    ALWAYS_JSON,
+    ProgressBar,
+    command_errors,
+    err_console,
+    out_console,
+    print_json,
+    require_initialised,
+    state,
+)
 from aperture.core.errors import InvalidInput
 from aperture.risk.domain import ATTACK_GRIDS, SUITES, RiskDomain, Safeguard
-from aperture.risk.providers import validate_engine_spec, validate_judge_spec
-from aperture.risk.scoring import GenerationSettings
-from aperture.risk.service import RunOptions, RunOutcome
+
+if TYPE_CHECKING:
+    from aperture.risk.service import RunOutcome
 
 app = typer.Typer(help="Risk assessment: evaluation suites, evidence, risk profiles.", no_args_is_help=True)
 
@@ -100,6 +108,10 @@ def run(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Run evaluation suites on a registered version's weights; each result becomes evidence."""
+    from aperture.risk.providers import validate_engine_spec, validate_judge_spec
+    from aperture.risk.scoring import GenerationSettings
+    from aperture.risk.service import RunOptions
+
     names = list(SUITES) if suite == ["all"] else suite
     for name in names:
         if name not in SUITES:
@@ -186,7 +198,11 @@ def runs(
 
 @app.command("results")
 @command_errors
-def results(ctx: typer.Context, run_id: str = typer.Argument(..., help="A run id.")) -> None:
+def results(
+    ctx: typer.Context,
+    run_id: str = typer.Argument(..., help="A run id."),
+    as_json: bool = ALWAYS_JSON,
+) -> None:
     """Every item's result of a run (including generated answers), as JSON."""
     services = state(ctx).services
     require_initialised(services)

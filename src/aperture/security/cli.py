@@ -11,8 +11,7 @@ import typer
 from rich.table import Table
 
 from aperture.access.domain import SYSTEM
-from aperture.bootstrap import require_initialised
-from aperture.cli_support import command_errors, out_console, print_json, state
+from aperture.cli_support import command_errors, out_console, print_json, require_initialised, state
 
 seal_app = typer.Typer(
     help="The upper tier's key: create it k-of-n among custodians, show the seal.", no_args_is_help=True

@@ -30,7 +30,6 @@ from aperture.raid.clocks import Party
 from aperture.raid.domain import Consent, Determination, Move
 from aperture.raid.drafts import parse_form
 from aperture.raid.serious import CausalLink, Harm, Regime
-from aperture.raid.service import Attachment, Filter, Submission
 from aperture.raid.stix import html_safe
 from aperture.raid.taxonomy import parse_risk_domain, parse_sector, parse_severity
 from aperture.raid.tlp import parse_tlp
@@ -64,6 +63,8 @@ def report(
     as_json: bool = Json,
 ) -> None:
     """Record a report the desk received (a call, a letter, the press); prints its receipt once."""
+    from aperture.raid.service import Attachment, Submission
+
     services = services_of(ctx)
     limit = services.raid.context.config.max_attachment_bytes
     submission = Submission(
@@ -98,6 +99,8 @@ def list_items(
     as_json: bool = Json,
 ) -> None:
     """The queue: the items you may see, newest first, with the total."""
+    from aperture.raid.service import Filter
+
     services = services_of(ctx)
     where = Filter(statuses=tuple(status), tlps=tuple(parse_tlp(t).value for t in tlp), search=search)
     page = services.raid.desk.queue(caller_of(services, key), where, limit=limit, offset=offset)

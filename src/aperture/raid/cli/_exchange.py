@@ -21,7 +21,6 @@ from aperture.raid.cli._support import (
     services_of,
 )
 from aperture.raid.messages import MessageStatus
-from aperture.raid.service import Filter
 from aperture.raid.tlp import parse_tlp
 
 
@@ -64,6 +63,8 @@ def export(
     key: str | None = Key,
 ) -> None:
     """A STIX 2.1 bundle of the items you may see (validated, official TLP 2.0 markings)."""
+    from aperture.raid.service import Filter
+
     services = services_of(ctx)
     text = services.raid.sharing.export(caller_of(services, key), Filter(statuses=tuple(status)))
     if out is None:

@@ -40,9 +40,12 @@ def show_table(ctx: typer.Context, as_json: bool = Json) -> None:
 
 @routing_app.command("check")
 @command_errors
-def check_table(ctx: typer.Context, path: Path) -> None:
+def check_table(ctx: typer.Context, path: Path, as_json: bool = Json) -> None:
     """Validate a routing table file without adopting it (every problem named with its place)."""
     table = services_of(ctx).raid.routing.check(read_text(path))
+    if as_json:
+        emit({"valid": True, "version": table.version, "routes": len(table.rules), "digest": table.digest})
+        return
     out_console.print(f"valid: version {table.version}, {len(table.rules)} routes, sha256 {table.digest}")
 
 

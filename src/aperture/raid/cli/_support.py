@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
 
 from aperture.access.domain import SYSTEM, Caller
-from aperture.bootstrap import Services, require_initialised
-from aperture.cli_support import state
+from aperture.cli_support import require_initialised, state
 from aperture.core.errors import InvalidInput, NotFound, TooLarge
 from aperture.raid.clocks import Tracked
 from aperture.raid.disclosure import Advisory
@@ -21,6 +20,9 @@ from aperture.raid.routing import Route
 
 KEY_HELP = "Act as the person holding this API key (apk_...); without it, as the local operator."
 JSON_HELP = "Print JSON."
+
+if TYPE_CHECKING:
+    from aperture.bootstrap import Services
 
 
 def services_of(ctx: typer.Context) -> Services:
