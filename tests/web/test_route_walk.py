@@ -468,8 +468,10 @@ def _normalised(answer: Answer, values: dict[str, str], used: set[str]) -> str:
     return body
 
 
-# What a refused call may leave: refusals, decisions, and the alerts they raise (a canary touched).
+# What a refused call may leave: refusals, decisions, and the alerts they raise (a canary touched);
+# and the log's own summary of a past window's counted refusals, which lands whenever a window ends.
 QUIET = (
+    "audit.refusals",
     "access.instance.denied",
     "access.decision",
     "access.key.refused",
