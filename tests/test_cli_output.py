@@ -130,16 +130,16 @@ def test_policy_show_into_a_file_is_a_policy_that_checks(services: Services, tmp
 @pytest.mark.parametrize("columns", ["80", "40", None])
 def test_tables_in_a_pipe_are_complete_whatever_the_terminal_width(services: Services, columns: str | None) -> None:
     home, url = services.settings.home, services.settings.database_url
-    long_organisation = "the-national-institute-for-frontier-model-evaluation-and-safeguards"
+    long_organisation = "the-national-institute-for-frontier-model-evaluation-safeguards"  # 63, the most
     long_model = "a-model-with-a-rather-long-name-for-a-narrow-terminal:2026.12.04-rc1"
     with services.database.transaction() as connection:
         gateway_store.add_usage(
             connection,
-            [DailyUsage("2026-12-01", long_organisation, "gk_0123456789abcdef", long_model, 12, 1, 3456, 7890, 1.25)],
+            [DailyUsage("2026-12-01", long_organisation, "c0ffee42", long_model, 12, 1, 3456, 7890, 1.25)],
         )
     usage = _cli(home, url, "gateway", "usage", columns=columns)
     assert usage.returncode == 0, usage.stderr
-    for cell in ("2026-12-01", long_organisation, "gk_0123456789abcdef", long_model, "3456", "7890", "1.25"):
+    for cell in ("2026-12-01", long_organisation, "c0ffee42", long_model, "3456", "7890", "1.25"):
         assert cell in usage.stdout
     assert "\x1b[" not in usage.stdout  # no styles in a pipe
     assert json.loads(_cli(home, url, "gateway", "usage", "--json").stdout)[0]["organisation"] == long_organisation
