@@ -195,3 +195,17 @@ def test_help_and_read_commands_load_only_what_they_use(services: Services) -> N
     assert _loaded(home, url, "release", "tiers") == []
     for command in (("policy", "show"), ("models", "list"), ("gateway", "usage")):
         assert not set(_loaded(home, url, *command)) & set(HEAVY), command
+
+
+def test_a_section_rule_in_a_pipe_is_a_line_of_ordinary_width() -> None:
+    import io
+
+    from aperture.cli_support import PIPE_RULE_WIDTH, PipeAwareConsole
+
+    out = io.StringIO()
+    console = PipeAwareConsole(file=out)  # not a terminal
+    console.rule("2/8  import the bundled model")
+    console.print("x" * 300)
+    rule, text = out.getvalue().splitlines()
+    assert len(rule) == PIPE_RULE_WIDTH and "2/8  import the bundled model" in rule
+    assert text == "x" * 300  # text is still complete, never wrapped

@@ -9,11 +9,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ParamSpec, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, Self, TypeVar
 
 import typer
 from rich.console import Console, ConsoleDimensions
 from rich.progress import Progress, TaskID
+from rich.style import Style
+from rich.text import Text
 
 from aperture.core.errors import ApertureError, InvalidInput, Unavailable
 
@@ -27,6 +29,8 @@ R = TypeVar("R")
 #: The width Rich lays out to when the output is not a terminal: wide enough that no table cell
 #: is cut and no line is wrapped, so what goes into a pipe or a file is complete.
 PIPE_WIDTH = 100_000
+#: A rule (a section line) has no content to keep whole: in a pipe it is drawn this wide.
+PIPE_RULE_WIDTH = 80
 
 
 class PipeAwareConsole(Console):
@@ -43,6 +47,23 @@ class PipeAwareConsole(Console):
     @size.setter
     def size(self, new_size: tuple[int, int]) -> None:
         Console.size.fset(self, new_size)  # type: ignore[attr-defined]
+
+    def rule(
+        self,
+        title: str | Text = "",
+        *,
+        characters: str = "─",
+        style: str | Style = "rule.line",
+        align: Literal["left", "center", "right"] = "center",
+    ) -> None:
+        """A section line: the terminal's width on a terminal, PIPE_RULE_WIDTH in a pipe (a rule
+        as wide as the unbounded layout would be a line of 100,000 characters)."""
+        if self.is_terminal:
+            super().rule(title, characters=characters, style=style, align=align)
+            return
+        from rich.rule import Rule
+
+        self.print(Rule(title, characters=characters, style=style, align=align), width=PIPE_RULE_WIDTH)
 
 
 err_console = PipeAwareConsole(stderr=True)
