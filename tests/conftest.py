@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from click.testing import Result
 from sqlalchemy import create_engine, text
+from typer.testing import CliRunner
 
 from aperture.bootstrap import Services, build_services, init_instance
+from aperture.cli_support import CliState
 from aperture.core.db import normalise_url
 from aperture.settings import Settings
 
@@ -131,3 +134,24 @@ def instance(settings: Settings) -> Iterator[Instance]:
 @pytest.fixture
 def services(instance: Instance) -> Services:
     return instance.services
+
+
+Run = Callable[..., Result]
+
+
+def cli_runner(settings: Settings) -> Iterator[Run]:
+    """For a fixture: run `aperture ARGS...` through the real Typer app on `settings`, each call
+    with its own CLI state (services built on first use); the services are closed afterwards."""
+    from aperture.cli import app
+
+    states: list[CliState] = []
+
+    def invoke(*args: str) -> Result:
+        state = CliState(settings=settings)
+        states.append(state)
+        return CliRunner().invoke(app, list(args), obj=state)
+
+    yield invoke
+    for state in states:
+        if state._services is not None:
+            state._services.close()

@@ -6,12 +6,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner, Result
 
 from aperture.access.domain import SYSTEM
 from aperture.bootstrap import Services
-from aperture.cli import app
-from aperture.cli_support import CliState
+from tests.conftest import cli_runner
 from tests.registry.builders import write_hf_directory
 
 
@@ -29,14 +27,4 @@ def filled(services: Services, tmp_path: Path) -> Services:
 
 @pytest.fixture
 def run(filled: Services) -> Iterator[object]:
-    states: list[CliState] = []
-
-    def invoke(*args: str) -> Result:
-        state = CliState(settings=filled.settings)
-        states.append(state)
-        return CliRunner().invoke(app, list(args), obj=state)
-
-    yield invoke
-    for state in states:
-        if state._services is not None:
-            state._services.close()
+    yield from cli_runner(filled.settings)

@@ -9,14 +9,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import Result
-from typer.testing import CliRunner
 
 from aperture.access.domain import SYSTEM
 from aperture.bootstrap import Services
-from aperture.cli import app
-from aperture.cli_support import CliState
 from aperture.testing.openai_backend import create_backend
 from aperture.testing.server import running_server
+from tests.conftest import cli_runner
 from tests.gateway.conftest import World
 
 Run = Callable[..., Result]
@@ -24,17 +22,7 @@ Run = Callable[..., Result]
 
 @pytest.fixture
 def run(services: Services) -> Iterator[Run]:
-    states: list[CliState] = []
-
-    def invoke(*args: str) -> Result:
-        state = CliState(settings=services.settings)
-        states.append(state)
-        return CliRunner().invoke(app, list(args), obj=state)
-
-    yield invoke
-    for state in states:
-        if state._services is not None:
-            state._services.close()
+    yield from cli_runner(services.settings)
 
 
 def test_keys_limits_prices_and_grants(world: World, run: Run) -> None:

@@ -9,29 +9,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import Result
-from typer.testing import CliRunner
 
 from aperture.access.domain import SYSTEM
 from aperture.bootstrap import Services
-from aperture.cli import app
-from aperture.cli_support import CliState
+from tests.conftest import cli_runner
 from tests.registry.builders import write_hf_directory, write_pickle, write_safetensors
 
 
 @pytest.fixture
 def run(services: Services) -> Iterator[object]:
-    states: list[CliState] = []
-
-    def invoke(*args: str) -> Result:
-        state = CliState(settings=services.settings)
-        states.append(state)
-        return CliRunner().invoke(app, list(args), obj=state)
-
-    yield invoke
-    for state in states:
-        if state._services is not None:
-            state._services.close()
+    yield from cli_runner(services.settings)
 
 
 def test_register_list_show_verify_export(run: object, tmp_path: Path) -> None:
