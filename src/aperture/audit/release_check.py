@@ -46,6 +46,7 @@ from aperture.audit.domain import (
     verify_signed_note,
 )
 from aperture.core.errors import ApertureError, InvalidInput
+from aperture.registry.domain import FACTS_FILE  # an export carries it; a copy of the model files may not
 from aperture.release.service import DECISION_CONTEXT
 from aperture.vault.domain import SignedManifest, verify_bundle
 from aperture.vault.keys import key_id, verify_ed25519
@@ -167,11 +168,6 @@ def _hash_file(path: Path) -> str:
         while chunk := handle.read(HASH_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-# The signed facts document the registry adds to every manifest (registry.domain.FACTS_FILE): an
-# export carries it; a copy of the model files alone may not, and is then checked by the log.
-FACTS_FILE = "aperture-facts.json"
 
 
 def check_weights(directory: Path, signed: SignedManifest, *, logged_facts: str | None = None) -> list[str]:
